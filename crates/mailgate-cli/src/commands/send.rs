@@ -1,0 +1,10 @@
+//! `mailgate send`.
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<()> {
+    anyhow::bail!("`mailgate send` is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `mailgate sim`.
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<()> {
+    anyhow::bail!("`mailgate sim` is not implemented yet")
+}

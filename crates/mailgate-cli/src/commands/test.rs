@@ -1,0 +1,10 @@
+//! `mailgate test`.
+
+use crate::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<()> {
+    anyhow::bail!("`mailgate test` is not implemented yet")
+}

@@ -1,0 +1,90 @@
+//! The `mailgate` command: a thin layer over the `mailgate` library. Each subcommand lives in
+//! `commands/`, parses its own arguments and returns an error that [`exit`] maps to a sysexits
+//! status.
+
+mod commands;
+mod exit;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Send mail through Microsoft 365, Gmail and any OAuth2 SMTP server.
+#[derive(Parser, Debug)]
+#[command(name = "mailgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: $MAILGATE_CONFIG, else the platform config dir, e.g.
+    /// ~/.config/mailgate/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print protocol transcripts and HTTP exchanges (secrets are redacted).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or update an account interactively (or from flags).
+    Init(commands::init::Args),
+    /// Sign in and store the tokens of an account.
+    Login(commands::login::Args),
+    /// Print a valid access token (refreshing it first when needed).
+    Token(commands::token::Args),
+    /// Show accounts, their tokens and when they expire.
+    Status(commands::status::Args),
+    /// Forget the stored tokens of an account.
+    Logout(commands::logout::Args),
+    /// Send a message.
+    Send(commands::send::Args),
+    /// Check an account step by step, ending with a test message.
+    Test(commands::test::Args),
+    /// A sendmail-compatible interface: reads a message on stdin.
+    #[command(disable_help_flag = true)]
+    Sendmail(commands::sendmail::Args),
+    /// Run the embedded Microsoft 365 simulator in the foreground.
+    Sim(commands::sim::Args),
+    /// Run the whole flow against the embedded simulator: login, send, diagnose.
+    Demo(commands::demo::Args),
+}
+
+/// Options every command sees.
+#[derive(Clone, Debug)]
+pub struct Globals {
+    pub config: Option<PathBuf>,
+    pub debug: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // Invoked through a link named `sendmail`: sendmail's own argument syntax, no subcommand.
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if invoked_as == "sendmail" {
+        return exit::finish(commands::sendmail::run_argv(&args[1..], &Globals { config: None, debug: false }));
+    }
+    let cli = Cli::parse_from(args);
+    init_tracing(cli.debug);
+    let globals = Globals {
+        config: cli.config.clone(),
+        debug: cli.debug,
+    };
+    exit::finish(commands::run(cli.command, &globals))
+}
+
+fn init_tracing(debug: bool) {
+    let default = if debug { "mailgate=debug,m365_sim=debug,info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

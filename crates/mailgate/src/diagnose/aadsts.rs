@@ -1,0 +1,1 @@
+//! Diagnoses of identity platform (Entra ID / Google) errors.
