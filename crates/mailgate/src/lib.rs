@@ -12,8 +12,15 @@
 //! - [`diagnose`]: plain-language explanations of provider errors;
 //! - [`sysexits`]: exit codes as sendmail tools use them.
 
+pub mod config;
 pub mod diagnose;
+pub mod message;
+pub mod oauth;
+pub mod secret;
+pub mod smtp;
 pub mod sysexits;
+pub mod tokens;
 
 pub use diagnose::Diagnosis;
+pub use secret::Secret;
 pub use sysexits::Sysexit;

@@ -1,0 +1,1 @@
+//! Accounts, provider presets and where files live.
