@@ -48,6 +48,9 @@ pub struct SimConfig {
     pub max_recipients_per_message: usize,
     /// Per-mailbox message size limit, in bytes (Exchange's default 35 MB).
     pub max_message_size: usize,
+    /// Seconds an SMTP connection may sit idle (no command, no data) before `421 4.4.1`
+    /// (Exchange's receive connectors default to five minutes).
+    pub smtp_idle_timeout_secs: u64,
     /// Where delivered messages are written (one `.eml` and one `.json` per message);
     /// `None`: a temporary directory removed when the simulator stops.
     pub mail_dir: Option<PathBuf>,
@@ -71,6 +74,7 @@ impl Default for SimConfig {
             daily_recipient_limit: 10_000,
             max_recipients_per_message: 500,
             max_message_size: 35 * 1024 * 1024,
+            smtp_idle_timeout_secs: 300,
             mail_dir: None,
             directory: Directory::contoso(),
             faults: Faults::default(),
@@ -132,6 +136,11 @@ impl SimConfig {
 
     pub fn smtps_listen(mut self, addr: impl Into<String>) -> Self {
         self.smtps_listen = Some(addr.into());
+        self
+    }
+
+    pub fn smtp_idle_timeout_secs(mut self, secs: u64) -> Self {
+        self.smtp_idle_timeout_secs = secs;
         self
     }
 

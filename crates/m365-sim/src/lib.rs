@@ -306,9 +306,74 @@ impl Simulator {
         }
     }
 
+    /// Issues an access token as the token endpoint would, without an HTTP round trip (test
+    /// support). `scopes` are the requested scopes (`https://outlook.office.com/SMTP.Send`,
+    /// `https://outlook.office365.com/.default`, `https://mail.google.com/`...); the audience
+    /// and the short `scp` names follow from them ([`tokens::scope_target`]). With `user` `None`
+    /// and a `.default` scope the token is app-only and carries the app's `app_permissions` as
+    /// roles. A zero `lifetime` gives a token that is already expired.
+    ///
+    /// # Panics
+    /// When `scopes` is empty or names more than one resource: the token endpoint would refuse.
+    pub fn mint_access_token(
+        &self,
+        client_id: &str,
+        user: Option<&str>,
+        scopes: &[&str],
+        lifetime: std::time::Duration,
+    ) -> String {
+        let target = tokens::scope_target(scopes)
+            .unwrap_or_else(|e| panic!("mint_access_token({scopes:?}): {e}"));
+        let (delegated, roles, tenant_id) = {
+            let dir = self.state.directory.read().unwrap();
+            let app = dir.app(client_id);
+            let roles = match (user, target.default_scope, app) {
+                (None, true, Some(app)) => app.app_permissions.clone(),
+                _ => Vec::new(),
+            };
+            let mut delegated = target.scopes.clone();
+            if let (Some(_), true, Some(app)) = (user, target.default_scope, app) {
+                for consented in &app.consented_scopes {
+                    if let Some((aud, name)) = tokens::split_scope(consented) {
+                        if aud == target.audience && !delegated.contains(&name) {
+                            delegated.push(name);
+                        }
+                    }
+                }
+            }
+            if user.is_none() {
+                delegated.clear();
+            }
+            (delegated, roles, dir.tenant_id.clone())
+        };
+        let token = tokens::AccessToken {
+            client_id: client_id.into(),
+            user: user.map(str::to_string),
+            audience: target.audience,
+            scopes: delegated,
+            roles,
+            expires_at: OffsetDateTime::now_utc() + lifetime,
+        };
+        self.state
+            .tokens
+            .lock()
+            .unwrap()
+            .issue_access(token, &tenant_id)
+    }
+
     /// Makes every access token issued so far expire now.
     pub fn expire_access_tokens(&self) {
         self.state.tokens.lock().unwrap().expire_access_tokens();
+    }
+
+    /// Ages every authorization code past its ten-minute lifetime.
+    pub fn expire_authorization_codes(&self) {
+        self.state.tokens.lock().unwrap().expire_codes();
+    }
+
+    /// Makes every device code expire now.
+    pub fn expire_device_codes(&self) {
+        self.state.tokens.lock().unwrap().expire_device_codes();
     }
 
     /// Revokes every refresh token (as a password change does).

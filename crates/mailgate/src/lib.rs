@@ -16,8 +16,11 @@ pub mod config;
 pub mod diagnose;
 pub mod message;
 pub mod oauth;
+pub mod relay;
 pub mod secret;
+pub mod send;
 pub mod smtp;
+pub mod spool;
 pub mod sysexits;
 pub mod tokens;
 

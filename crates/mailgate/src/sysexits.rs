@@ -60,6 +60,23 @@ pub trait HasSysexit {
 /// types. The CLI walks a chain with this; each module's error type implements [`HasSysexit`].
 pub fn status_of_error(err: &(dyn std::error::Error + 'static)) -> Option<Sysexit> {
     // Each module's error type is added here as the module lands.
-    let _ = err;
+    if let Some(e) = err.downcast_ref::<crate::oauth::OAuthError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::config::ConfigError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::tokens::TokenError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::smtp::SmtpError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::send::SendError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::message::MessageError>() {
+        return Some(e.sysexit());
+    }
     None
 }

@@ -50,6 +50,14 @@ impl fmt::Display for Diagnosis {
 /// The diagnosis carried by a library error in an error chain, if it has one. Each module's error
 /// type that carries a [`Diagnosis`] is added here as the module lands.
 pub fn of_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Diagnosis> {
-    let _ = err;
+    if let Some(e) = err.downcast_ref::<crate::oauth::OAuthError>() {
+        return e.diagnosis();
+    }
+    if let Some(e) = err.downcast_ref::<crate::smtp::SmtpError>() {
+        return e.diagnosis();
+    }
+    if let Some(e) = err.downcast_ref::<crate::send::SendError>() {
+        return e.diagnosis();
+    }
     None
 }

@@ -1,6 +1,21 @@
 //! OAuth2 against Entra ID (and Google, and any RFC 6749 server): authorization code with PKCE and
 //! a loopback redirect, device code, client credentials, and refresh.
 
+mod authorize;
+mod client;
+mod device;
+mod error;
+mod loopback;
+pub mod pkce;
+#[cfg(test)]
+mod testserver;
+
+pub use authorize::{open_in_browser, AuthorizationOptions, PendingAuthorization, ReceivedCode};
+pub use client::{jwt_claims, OAuthClient, RetryPolicy, TokenResponse};
+pub use device::DeviceAuthorization;
+pub use error::{OAuthError, ProviderError, Step};
+pub use loopback::{BrowserReply, Callback, LoopbackListener};
+
 use crate::Secret;
 
 /// Which grant an account signs in with.

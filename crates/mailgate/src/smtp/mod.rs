@@ -69,3 +69,17 @@ pub fn default_helo_name() -> String {
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
         .unwrap_or_else(|| "localhost".into())
 }
+
+pub mod client;
+pub mod error;
+pub mod reply;
+pub mod sasl;
+pub mod tls;
+pub mod transcript;
+
+pub use client::{Capabilities, Envelope, SendOutcome, SessionInfo, SmtpClient};
+pub use error::{RecipientFailure, SmtpError, Stage};
+pub use reply::{EnhancedCode, Reply};
+pub use sasl::OAuthChallenge;
+pub use tls::TlsInfo;
+pub use transcript::Transcript;

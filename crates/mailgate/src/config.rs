@@ -1,1 +1,0 @@
-//! Accounts, provider presets and where files live.

@@ -1,0 +1,943 @@
+//! The durable queue: messages waiting to be sent, on disk before anyone is told they were
+//! accepted.
+//!
+//! Layout under the spool directory:
+//!
+//! ```text
+//! data/ID.eml          the message as received (immutable)
+//! new/ID.json          control record of a message waiting for its first attempt
+//! active/ID.json       ... being delivered right now
+//! deferred/ID.json     ... waiting for a retry after a temporary failure
+//! failed/ID.json       ... given up (permanent failure or too old), kept for `mailgate queue`
+//! tmp/                 files being written; emptied at recovery
+//! lock                 held by the process that delivers (the relay)
+//! ```
+//!
+//! A control record holds the envelope, each recipient's status, the attempts, the next try and
+//! the last error. Its directory is its state. [`Spool::enqueue`] writes and fsyncs the message,
+//! writes and fsyncs the control record in `tmp/`, renames it into `new/` and fsyncs the
+//! directories before returning: from then on a crash cannot lose the message. Sessions that
+//! enqueue at the same moment share the directory fsyncs (group commit: whoever arrives while no
+//! sync runs syncs for everyone waiting).
+//!
+//! A state change that also changes the record (a deferral, a failure) writes the new record with
+//! a higher `version` into the target directory and then removes the old one; a crash in
+//! between leaves two records, and recovery keeps the newer one. A message that was being
+//! delivered when the process died goes back to `new/` at recovery, so it is sent again: the only
+//! duplicates a crash can cause are the messages in flight at that moment.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::sysexits::HasSysexit;
+use crate::Sysexit;
+
+/// Orphaned message files (no control record) younger than this may belong to an enqueue in
+/// progress in another process, and are left alone by recovery.
+const ORPHAN_GRACE: Duration = Duration::from_secs(600);
+
+/// Why a spool operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// A file or directory of the spool could not be read or written.
+    #[error("spool: cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// No message has this id (or id prefix).
+    #[error("no message {id} in the spool {dir}")]
+    NotFound { id: String, dir: PathBuf },
+    /// An id prefix matches several messages.
+    #[error("{prefix} matches {count} messages; give more of the id")]
+    Ambiguous { prefix: String, count: usize },
+    /// The message is being delivered right now.
+    #[error("message {id} is being delivered right now; try again in a moment")]
+    Busy { id: String },
+    /// A control record could not be understood.
+    #[error("spool: control record {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// Another process (a running relay) delivers from this spool.
+    #[error("the spool {dir} is in use by another mailgate relay (pid {pid}); stop it first")]
+    Locked { dir: PathBuf, pid: String },
+    /// An fsync failed earlier; the spool no longer promises durability.
+    #[error(
+        "spool: a disk sync failed ({reason}); no more mail is accepted until mailgate restarts"
+    )]
+    Poisoned { reason: String },
+    /// A message with no recipient cannot be queued.
+    #[error("a message needs at least one recipient")]
+    NoRecipients,
+}
+
+impl HasSysexit for SpoolError {
+    fn sysexit(&self) -> Sysexit {
+        match self {
+            SpoolError::Io { .. } | SpoolError::Poisoned { .. } => Sysexit::IoErr,
+            SpoolError::NotFound { .. } => Sysexit::NoInput,
+            SpoolError::Ambiguous { .. } => Sysexit::Usage,
+            SpoolError::Busy { .. } | SpoolError::Locked { .. } => Sysexit::TempFail,
+            SpoolError::Corrupt { .. } => Sysexit::DataErr,
+            SpoolError::NoRecipients => Sysexit::DataErr,
+        }
+    }
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Who a message is from and to, and how it must be sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Envelope {
+    /// The reverse path from `MAIL FROM` (empty for a null sender). Bounces go here.
+    pub sender: String,
+    /// The forward paths from `RCPT TO`, in order.
+    pub recipients: Vec<String>,
+    /// The account to send through; `None`: route by sender when delivering.
+    pub account: Option<String>,
+    /// The `MAIL FROM` to use upstream when it differs from `sender` (a route's
+    /// `rewrite_from`).
+    pub upstream_sender: Option<String>,
+    /// The client asked for `BODY=8BITMIME`.
+    pub eight_bit: bool,
+    /// The client asked for `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// Where the message came from, for `mailgate queue show` and the logs, e.g.
+    /// `relay 127.0.0.1:50312 user scanner`.
+    pub origin: String,
+    /// Made by mailgate itself (a bounce or a notice): never bounced in turn.
+    pub generated: bool,
+}
+
+impl Envelope {
+    /// An envelope from `sender` to `recipients`, everything else default.
+    pub fn new(sender: impl Into<String>, recipients: Vec<String>) -> Envelope {
+        Envelope {
+            sender: sender.into(),
+            recipients,
+            ..Envelope::default()
+        }
+    }
+
+    /// The `MAIL FROM` to use upstream.
+    pub fn upstream_sender(&self) -> &str {
+        self.upstream_sender.as_deref().unwrap_or(&self.sender)
+    }
+}
+
+/// Where a message is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for its first attempt (or a retry asked for by hand).
+    New,
+    /// Being delivered.
+    Active,
+    /// Waiting for its next try after a temporary failure.
+    Deferred,
+    /// Given up; kept until deleted or retried by hand.
+    Failed,
+}
+
+impl State {
+    /// Every state, in the order of a message's life.
+    pub const ALL: [State; 4] = [State::New, State::Active, State::Deferred, State::Failed];
+
+    /// The directory of this state under the spool.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            State::New => "new",
+            State::Active => "active",
+            State::Deferred => "deferred",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
+/// How far one recipient got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientStatus {
+    /// Still to be sent.
+    Pending,
+    /// The server accepted the message for this recipient.
+    Delivered,
+    /// The server refused this recipient for good.
+    Failed,
+}
+
+/// One recipient of a queued message and its outcome so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    pub status: RecipientStatus,
+    /// The server's last reply about this recipient (or the reason it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+}
+
+/// A queued message's control record: its envelope and delivery status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    /// Grows with each rewrite of the record; recovery keeps the highest.
+    pub version: u64,
+    /// Not stored: the directory the record was found in.
+    #[serde(skip, default = "state_new")]
+    pub state: State,
+    pub envelope: Envelope,
+    pub recipients: Vec<Recipient>,
+    /// The message's size in bytes.
+    pub size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// When the maximum-age clock started (`received_at`, or the last retry by hand).
+    #[serde(with = "time::serde::rfc3339")]
+    pub age_from: OffsetDateTime,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Not before this time (deferred messages).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_try: Option<OffsetDateTime>,
+    /// The last temporary error, as the user should read it.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Held (not counted against the maximum age) because the account needs attention,
+    /// e.g. a new login.
+    #[serde(default)]
+    pub held: Option<String>,
+    /// Why the message failed for good.
+    #[serde(default)]
+    pub failed_reason: Option<String>,
+}
+
+fn state_new() -> State {
+    State::New
+}
+
+impl Entry {
+    /// The recipients still to be sent to.
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Pending)
+    }
+
+    /// Marks `address` (first pending match, case-insensitive) with `status` and `reply`.
+    pub fn set_recipient(&mut self, address: &str, status: RecipientStatus, reply: Option<String>) {
+        if let Some(r) = self
+            .recipients
+            .iter_mut()
+            .find(|r| r.status == RecipientStatus::Pending && r.address.eq_ignore_ascii_case(address))
+        {
+            r.status = status;
+            r.reply = reply;
+        }
+    }
+}
+
+/// Leader/follower group commit of directory fsyncs: a caller that finds no sync running syncs
+/// for everyone who asked before it started; callers that arrive meanwhile wait for the next one.
+struct GroupSync {
+    inner: Mutex<GroupInner>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct GroupInner {
+    requested: u64,
+    completed: u64,
+    syncing: bool,
+    poisoned: Option<String>,
+    /// How many syncs actually ran (for tests and the benchmark).
+    rounds: u64,
+}
+
+impl GroupSync {
+    fn new() -> GroupSync {
+        GroupSync {
+            inner: Mutex::new(GroupInner::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    fn sync(&self, dirs: &[&Path]) -> Result<(), SpoolError> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.requested += 1;
+        let ticket = g.requested;
+        loop {
+            if let Some(reason) = &g.poisoned {
+                return Err(SpoolError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if g.completed >= ticket {
+                return Ok(());
+            }
+            if !g.syncing {
+                g.syncing = true;
+                let target = g.requested;
+                drop(g);
+                let result = dirs.iter().try_for_each(|d| sync_dir(d));
+                g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                g.syncing = false;
+                g.rounds += 1;
+                match result {
+                    Ok(()) => g.completed = target,
+                    Err(e) => g.poisoned = Some(e.to_string()),
+                }
+                self.done.notify_all();
+                continue;
+            }
+            g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn rounds(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).rounds
+    }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Windows has no directory fsync; NTFS journals renames itself.
+    Ok(())
+}
+
+/// Held while a process delivers from the spool (see [`Spool::lock`]).
+#[derive(Debug)]
+pub struct SpoolLock {
+    _file: File,
+}
+
+/// The durable queue. Cheap to share behind an `Arc`; every method is blocking (run it on a
+/// blocking thread from async code).
+pub struct Spool {
+    root: PathBuf,
+    data: PathBuf,
+    tmp: PathBuf,
+    sync: GroupSync,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool").field("root", &self.root).finish()
+    }
+}
+
+/// Summary counts of a spool, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub new: usize,
+    pub active: usize,
+    pub deferred: usize,
+    pub failed: usize,
+}
+
+impl Spool {
+    /// Opens (creating when needed) the spool in `dir`. Opening does not recover: a process that
+    /// delivers calls [`Spool::lock`] then [`Spool::recover`]; others (`mailgate queue`, code
+    /// that only enqueues) may use the spool alongside it.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Spool, SpoolError> {
+        let root = dir.into();
+        create_private_dir(&root)?;
+        for sub in ["data", "tmp", "new", "active", "deferred", "failed"] {
+            create_private_dir(&root.join(sub))?;
+        }
+        Ok(Spool {
+            data: root.join("data"),
+            tmp: root.join("tmp"),
+            root,
+            sync: GroupSync::new(),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn state_dir(&self, state: State) -> PathBuf {
+        self.root.join(state.dir_name())
+    }
+
+    fn control_path(&self, state: State, id: &str) -> PathBuf {
+        self.state_dir(state).join(format!("{id}.json"))
+    }
+
+    fn data_path(&self, id: &str) -> PathBuf {
+        self.data.join(format!("{id}.eml"))
+    }
+
+    /// Takes the delivery lock: one process at a time delivers from a spool. Fails with
+    /// [`SpoolError::Locked`] when another holds it.
+    pub fn lock(&self) -> Result<SpoolLock, SpoolError> {
+        let path = self.root.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let pid = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                return Err(SpoolError::Locked {
+                    dir: self.root.clone(),
+                    pid: if pid.is_empty() { "unknown".into() } else { pid },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        file.set_len(0).map_err(io_err("write", &path))?;
+        write!(file, "{}", std::process::id()).map_err(io_err("write", &path))?;
+        Ok(SpoolLock { _file: file })
+    }
+
+    /// A new message id: milliseconds since the epoch and a random part, in hex, so that ids
+    /// sort by arrival.
+    fn new_id(&self) -> String {
+        let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let r: u32 = rand::random::<u32>().wrapping_add(n as u32) & 0xf_ffff;
+        format!("{millis:011x}{r:05x}")
+    }
+
+    /// Queues `message` for `envelope.recipients`. When this returns `Ok`, the message and its
+    /// envelope are on disk and fsynced: a crash cannot lose it.
+    pub fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<String, SpoolError> {
+        if envelope.recipients.is_empty() {
+            return Err(SpoolError::NoRecipients);
+        }
+        let (id, data_path) = loop {
+            let id = self.new_id();
+            let path = self.data_path(&id);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    let written = f.write_all(message).and_then(|_| f.sync_data());
+                    if let Err(e) = written {
+                        let _ = fs::remove_file(&path);
+                        return Err(io_err("write", &path)(e));
+                    }
+                    break (id, path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("create", &path)(e)),
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        let entry = Entry {
+            id: id.clone(),
+            version: 1,
+            state: State::New,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|a| Recipient {
+                    address: a.clone(),
+                    status: RecipientStatus::Pending,
+                    reply: None,
+                })
+                .collect(),
+            envelope: envelope.clone(),
+            size: message.len() as u64,
+            received_at: now,
+            age_from: now,
+            attempts: 0,
+            next_try: None,
+            last_error: None,
+            held: None,
+            failed_reason: None,
+        };
+        let result = self
+            .write_control(&entry, State::New, true)
+            .and_then(|()| self.sync.sync(&[&self.data, &self.state_dir(State::New)]));
+        if let Err(e) = result {
+            let _ = fs::remove_file(self.control_path(State::New, &id));
+            let _ = fs::remove_file(&data_path);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// How many directory syncs have run (each may have covered many enqueues).
+    pub fn sync_rounds(&self) -> u64 {
+        self.sync.rounds()
+    }
+
+    /// Writes `entry` into `state`'s directory through `tmp/` and a rename.
+    fn write_control(&self, entry: &Entry, state: State, fsync: bool) -> Result<(), SpoolError> {
+        let json = serde_json::to_vec_pretty(entry).expect("entries serialize");
+        let tmp = self.tmp.join(format!("{}.{}.json", entry.id, entry.version));
+        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        f.write_all(&json).map_err(io_err("write", &tmp))?;
+        if fsync {
+            f.sync_data().map_err(io_err("sync", &tmp))?;
+        }
+        drop(f);
+        let dest = self.control_path(state, &entry.id);
+        fs::rename(&tmp, &dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("rename into", &dest)(e)
+        })
+    }
+
+    fn read_control(&self, path: &Path, state: State) -> Result<Entry, SpoolError> {
+        let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let mut entry: Entry =
+            serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        entry.state = state;
+        Ok(entry)
+    }
+
+    /// Ids of the control records in one state directory.
+    fn ids_in(&self, state: State) -> Result<Vec<String>, SpoolError> {
+        let dir = self.state_dir(state);
+        let mut ids = Vec::new();
+        for item in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let item = item.map_err(io_err("list", &dir))?;
+            let name = item.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Entries in `states`, oldest first. Records that vanish while being read (delivered
+    /// meanwhile) are skipped; damaged ones are reported in the second list.
+    pub fn list_states(&self, states: &[State]) -> Result<(Vec<Entry>, Vec<SpoolError>), SpoolError> {
+        let mut entries = Vec::new();
+        let mut damaged = Vec::new();
+        for &state in states {
+            for id in self.ids_in(state)? {
+                match self.read_control(&self.control_path(state, &id), state) {
+                    Ok(e) => entries.push(e),
+                    Err(SpoolError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => damaged.push(e),
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((entries, damaged))
+    }
+
+    /// Every message in the spool, oldest first.
+    pub fn list(&self) -> Result<Vec<Entry>, SpoolError> {
+        Ok(self.list_states(&State::ALL)?.0)
+    }
+
+    /// Counts by state.
+    pub fn counts(&self) -> Result<Counts, SpoolError> {
+        Ok(Counts {
+            new: self.ids_in(State::New)?.len(),
+            active: self.ids_in(State::Active)?.len(),
+            deferred: self.ids_in(State::Deferred)?.len(),
+            failed: self.ids_in(State::Failed)?.len(),
+        })
+    }
+
+    /// Messages ready to be sent at `now`: new ones, and deferred ones whose next try has come
+    /// and that are not held.
+    pub fn due(&self, now: OffsetDateTime) -> Result<Vec<Entry>, SpoolError> {
+        let (entries, _) = self.list_states(&[State::New, State::Deferred])?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.state == State::New || e.next_try.is_none_or(|t| t <= now))
+            .collect())
+    }
+
+    /// Finds the entry whose id is `id` or starts with `id`.
+    pub fn find(&self, id: &str) -> Result<Entry, SpoolError> {
+        let mut found = Vec::new();
+        for state in State::ALL {
+            for other in self.ids_in(state)? {
+                if other == id {
+                    return self.read_control(&self.control_path(state, &other), state);
+                }
+                if !id.is_empty() && other.starts_with(id) {
+                    found.push((state, other));
+                }
+            }
+        }
+        found.dedup_by(|a, b| a.1 == b.1);
+        match found.len() {
+            0 => Err(SpoolError::NotFound {
+                id: id.to_string(),
+                dir: self.root.clone(),
+            }),
+            1 => {
+                let (state, full) = &found[0];
+                self.read_control(&self.control_path(*state, full), *state)
+            }
+            count => Err(SpoolError::Ambiguous {
+                prefix: id.to_string(),
+                count,
+            }),
+        }
+    }
+
+    /// The message bytes of `id` (a full id).
+    pub fn message(&self, id: &str) -> Result<Vec<u8>, SpoolError> {
+        let path = self.data_path(id);
+        fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                SpoolError::NotFound {
+                    id: id.to_string(),
+                    dir: self.root.clone(),
+                }
+            } else {
+                io_err("read", &path)(e)
+            }
+        })
+    }
+
+    /// Moves a new or deferred message to `active` for delivery. `Ok(None)` when it is no longer
+    /// there (delivered, deleted or claimed meanwhile).
+    pub fn claim(&self, id: &str) -> Result<Option<Entry>, SpoolError> {
+        let active = self.control_path(State::Active, id);
+        for from in [State::New, State::Deferred] {
+            let src = self.control_path(from, id);
+            match fs::rename(&src, &active) {
+                Ok(()) => {
+                    return match self.read_control(&active, State::Active) {
+                        Ok(e) => Ok(Some(e)),
+                        Err(e) => {
+                            let _ = self.quarantine(id, &e.to_string());
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("rename", &src)(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A delivered message (every recipient done): removes it.
+    pub fn complete(&self, id: &str) -> Result<(), SpoolError> {
+        // The control record first: a crash after it leaves an orphan message file, which
+        // recovery removes, rather than a record that would be sent again.
+        for state in State::ALL {
+            let p = self.control_path(state, id);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &p)(e)),
+            }
+        }
+        let data = self.data_path(id);
+        match fs::remove_file(&data) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &data)(e)),
+        }
+    }
+
+    /// Rewrites `entry` (changed by the caller) into state `to`, removing it from its current
+    /// state. Does nothing when the record was deleted meanwhile (`mailgate queue delete`).
+    fn transition(&self, entry: &mut Entry, to: State) -> Result<bool, SpoolError> {
+        let from = entry.state;
+        let old = self.control_path(from, &entry.id);
+        if !old.exists() {
+            return Ok(false);
+        }
+        entry.version += 1;
+        self.write_control(entry, to, true)?;
+        if from != to {
+            match fs::remove_file(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &old)(e)),
+            }
+        }
+        entry.state = to;
+        Ok(true)
+    }
+
+    /// Saves an active message's progress (per-recipient results) without changing its state.
+    pub fn update(&self, entry: &mut Entry) -> Result<(), SpoolError> {
+        let to = entry.state;
+        self.transition(entry, to).map(|_| ())
+    }
+
+    /// Puts an active message back for a retry at `next_try` after a temporary failure.
+    /// `held` marks a hold (the account needs attention) that does not count against the
+    /// maximum age.
+    pub fn defer(
+        &self,
+        entry: &mut Entry,
+        next_try: OffsetDateTime,
+        error: &str,
+        held: Option<&str>,
+    ) -> Result<(), SpoolError> {
+        if held.is_none() {
+            entry.attempts += 1;
+        }
+        entry.next_try = Some(next_try);
+        entry.last_error = Some(error.to_string());
+        entry.held = held.map(str::to_string);
+        self.transition(entry, State::Deferred).map(|_| ())
+    }
+
+    /// Gives up on a message: it moves to `failed/` with `reason`.
+    pub fn fail(&self, entry: &mut Entry, reason: &str) -> Result<(), SpoolError> {
+        entry.failed_reason = Some(reason.to_string());
+        entry.next_try = None;
+        self.transition(entry, State::Failed).map(|_| ())
+    }
+
+    /// Moves a message whose record cannot be read to `failed/` as it is.
+    fn quarantine(&self, id: &str, reason: &str) -> Result<(), SpoolError> {
+        tracing::error!(id, reason, "spool: damaged control record moved to failed/");
+        for state in [State::New, State::Active, State::Deferred] {
+            let p = self.control_path(state, id);
+            if p.exists() {
+                let dest = self.control_path(State::Failed, id);
+                return fs::rename(&p, &dest).map_err(io_err("rename", &p));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a deferred or failed message (`id` or a unique prefix) again now; failed recipients
+    /// become pending again. Returns the full id.
+    pub fn retry(&self, id: &str) -> Result<String, SpoolError> {
+        let mut entry = self.find(id)?;
+        match entry.state {
+            State::Active => return Err(SpoolError::Busy { id: entry.id }),
+            State::New => return Ok(entry.id),
+            State::Deferred | State::Failed => {}
+        }
+        if entry.state == State::Failed {
+            for r in &mut entry.recipients {
+                if r.status == RecipientStatus::Failed {
+                    r.status = RecipientStatus::Pending;
+                }
+            }
+            entry.age_from = OffsetDateTime::now_utc();
+            entry.failed_reason = None;
+        }
+        entry.next_try = None;
+        entry.held = None;
+        self.transition(&mut entry, State::New)?;
+        Ok(entry.id)
+    }
+
+    /// Makes every deferred message due now (held ones too). Returns how many.
+    pub fn flush(&self) -> Result<usize, SpoolError> {
+        let (entries, _) = self.list_states(&[State::Deferred])?;
+        let mut n = 0;
+        for mut e in entries {
+            e.next_try = None;
+            e.held = None;
+            if self.transition(&mut e, State::New)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes a message (`id` or a unique prefix) whatever its state. Returns the full id.
+    pub fn delete(&self, id: &str) -> Result<String, SpoolError> {
+        let entry = self.find(id)?;
+        self.complete(&entry.id)?;
+        Ok(entry.id)
+    }
+
+    /// Puts the spool in order after a crash; call with the lock held, before delivering.
+    /// Active messages go back to `new/` (they will be sent again), leftovers in `tmp/` are
+    /// removed, a message found in two states keeps its newest record, a record whose message
+    /// file is missing or short moves to `failed/`, and old message files without a record are
+    /// removed. Returns what was done, for the log.
+    pub fn recover(&self, _lock: &SpoolLock) -> Result<Recovery, SpoolError> {
+        let mut report = Recovery::default();
+        for item in fs::read_dir(&self.tmp).map_err(io_err("list", &self.tmp))? {
+            let item = item.map_err(io_err("list", &self.tmp))?;
+            let _ = fs::remove_file(item.path());
+        }
+        // Newest version of each id across states.
+        let mut seen: HashMap<String, (State, u64)> = HashMap::new();
+        for state in State::ALL {
+            for id in self.ids_in(state)? {
+                let path = self.control_path(state, &id);
+                let entry = match self.read_control(&path, state) {
+                    Ok(e) => e,
+                    Err(SpoolError::Corrupt { reason, .. }) => {
+                        // A record is fsynced before it is renamed into place, so a damaged one
+                        // was never acknowledged... unless the disk lies. Keep it in failed/.
+                        report.damaged.push(format!("{id}: {reason}"));
+                        if state != State::Failed {
+                            let _ = self.quarantine(&id, &reason);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match seen.get(&id) {
+                    Some(&(other_state, other_version)) if other_version >= entry.version => {
+                        let _ = fs::remove_file(&path);
+                        report.duplicates_resolved += 1;
+                        let _ = other_state;
+                    }
+                    Some(&(other_state, _)) => {
+                        let _ = fs::remove_file(self.control_path(other_state, &id));
+                        report.duplicates_resolved += 1;
+                        seen.insert(id, (state, entry.version));
+                    }
+                    None => {
+                        seen.insert(id, (state, entry.version));
+                    }
+                }
+            }
+        }
+        for (id, (state, _)) in seen.iter_mut() {
+            let data_len = fs::metadata(self.data_path(id)).map(|m| m.len()).ok();
+            let path = self.control_path(*state, id);
+            let mut entry = self.read_control(&path, *state)?;
+            if data_len != Some(entry.size) && *state != State::Failed {
+                let why = match data_len {
+                    None => "its message file is missing".to_string(),
+                    Some(n) => format!("its message file has {n} bytes, {} expected", entry.size),
+                };
+                tracing::error!(id = %id, "spool: {why}; moved to failed/");
+                entry.failed_reason = Some(format!("damaged in the spool: {why}"));
+                self.transition(&mut entry, State::Failed)?;
+                report.damaged.push(format!("{id}: {why}"));
+                continue;
+            }
+            if *state == State::Active {
+                fs::rename(&path, self.control_path(State::New, id)).map_err(io_err("rename", &path))?;
+                report.requeued.push(id.clone());
+            }
+        }
+        report.requeued.sort();
+        // Message files with no record: an enqueue that died before its commit point.
+        let now = std::time::SystemTime::now();
+        for item in fs::read_dir(&self.data).map_err(io_err("list", &self.data))? {
+            let item = item.map_err(io_err("list", &self.data))?;
+            let name = item.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".eml")) else {
+                continue;
+            };
+            if seen.contains_key(id) {
+                continue;
+            }
+            let old = item
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= ORPHAN_GRACE);
+            if old {
+                let _ = fs::remove_file(item.path());
+                report.orphans_removed += 1;
+            }
+        }
+        sync_dir(&self.state_dir(State::New)).map_err(io_err("sync", &self.root))?;
+        Ok(report)
+    }
+}
+
+/// What [`Spool::recover`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// Messages that were being delivered when the last process stopped; they are sent again.
+    pub requeued: Vec<String>,
+    /// Records found in two states (a crash between two steps of a state change).
+    pub duplicates_resolved: usize,
+    /// Damaged records or missing message files (moved to `failed/`).
+    pub damaged: Vec<String>,
+    /// Message files without a record removed (enqueues that never completed).
+    pub orphans_removed: usize,
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), SpoolError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io_err("create directory", dir)(e)),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope::new("scanner@contoso.com", vec!["bob@contoso.com".into()])
+    }
+
+    #[test]
+    fn ids_are_unique_and_sorted_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let a = spool.enqueue(&env(), b"a").unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = spool.enqueue(&env(), b"b").unwrap();
+        assert!(a < b, "{a} < {b}");
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn defer_then_claim_keeps_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut e = Envelope::new("a@x", vec!["b@x".into(), "c@x".into()]);
+        e.account = Some("work".into());
+        let id = spool.enqueue(&e, b"hello").unwrap();
+        let mut entry = spool.claim(&id).unwrap().unwrap();
+        entry.set_recipient("B@x", RecipientStatus::Delivered, Some("250 ok".into()));
+        spool
+            .defer(&mut entry, OffsetDateTime::now_utc(), "451 try later", None)
+            .unwrap();
+        let again = spool.claim(&id).unwrap().unwrap();
+        assert_eq!(again.attempts, 1);
+        assert_eq!(again.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["c@x"]);
+        assert_eq!(again.version, 2);
+    }
+}

@@ -1,1 +1,0 @@
-//! Token storage (OS keyring or a 0600 file) and handing out valid access tokens.
