@@ -75,7 +75,10 @@ fn router(ctx: Arc<Ctx>) -> Router {
             .route("/{tenant}/oauth2/v2.0/devicecode", post(device::devicecode)),
         Mode::Gmail => Router::new()
             .route("/o/oauth2/v2/auth", get(authorize::authorize_gmail))
-            .route("/o/oauth2/v2/auth/decision", post(authorize::decision_gmail))
+            .route(
+                "/o/oauth2/v2/auth/decision",
+                post(authorize::decision_gmail),
+            )
             .route("/token", post(token::token_gmail))
             .route("/device/code", post(device::devicecode_gmail)),
     };
@@ -161,7 +164,9 @@ pub(crate) fn parse_form(text: &[u8]) -> HashMap<String, String> {
 
 /// A parameter, treating an empty value as absent (as Entra does).
 pub(crate) fn param<'a>(map: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
-    map.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+    map.get(key)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// The correlation id of a request: the client's `client-request-id` when it sent a GUID.

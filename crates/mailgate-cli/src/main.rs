@@ -49,6 +49,12 @@ pub enum Command {
     Sim(commands::sim::Args),
     /// Run the whole flow against the embedded simulator: login, send, diagnose.
     Demo(commands::demo::Args),
+    /// File-transfer rules that mail On Success, On Error and On No Files.
+    Rules(commands::rules::Args),
+    /// A local SMTP relay for printers, scanners and apps that cannot do OAuth2.
+    Relay(commands::relay::Args),
+    /// The relay's queue: list, show, flush, retry, delete.
+    Queue(commands::queue::Args),
 }
 
 /// Options every command sees.
@@ -67,9 +73,26 @@ fn main() -> ExitCode {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     if invoked_as == "sendmail" {
-        return exit::finish(commands::sendmail::run_argv(&args[1..], &Globals { config: None, debug: false }));
+        return exit::finish(commands::sendmail::run_argv(
+            &args[1..],
+            &Globals {
+                config: None,
+                debug: false,
+            },
+        ));
     }
     let cli = Cli::parse_from(args);
+    if matches!(cli.command, Command::Relay(_)) && std::env::var_os("MAILGATE_LOG").is_none() {
+        // A daemon's log is its record of what happened to each message: info by default.
+        std::env::set_var(
+            "MAILGATE_LOG",
+            if cli.debug {
+                "mailgate=debug,info"
+            } else {
+                "info"
+            },
+        );
+    }
     init_tracing(cli.debug);
     let globals = Globals {
         config: cli.config.clone(),
@@ -79,7 +102,11 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(debug: bool) {
-    let default = if debug { "mailgate=debug,m365_sim=debug,info" } else { "warn" };
+    let default = if debug {
+        "mailgate=debug,m365_sim=debug,info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -17,6 +17,7 @@ pub mod diagnose;
 pub mod message;
 pub mod oauth;
 pub mod relay;
+pub mod rules;
 pub mod secret;
 pub mod send;
 pub mod smtp;

@@ -32,12 +32,8 @@ pub enum MessageError {
     #[error("no recipients: give at least one address (with -t, in To, Cc or Bcc)")]
     NoRecipients,
     /// An attachment or body file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {}: {error}", path.display())]
+    ReadFile { path: PathBuf, error: std::io::Error },
     /// The input is not a message.
     #[error("the message cannot be read: {reason}")]
     Malformed { reason: String },
@@ -182,9 +178,9 @@ impl Attachment {
 
     /// Reads a file; its MIME type is guessed from the extension.
     pub fn from_path(path: &Path) -> Result<Attachment, MessageError> {
-        let data = std::fs::read(path).map_err(|source| MessageError::ReadFile {
+        let data = std::fs::read(path).map_err(|error| MessageError::ReadFile {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let filename = path
             .file_name()

@@ -251,6 +251,6 @@ fn clone_for_batch(e: &SmtpError) -> SmtpError {
             _ => String::new(),
         },
         stage: e.stage().unwrap_or(Stage::Connect),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     }
 }

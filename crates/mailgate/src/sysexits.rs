@@ -78,5 +78,17 @@ pub fn status_of_error(err: &(dyn std::error::Error + 'static)) -> Option<Sysexi
     if let Some(e) = err.downcast_ref::<crate::message::MessageError>() {
         return Some(e.sysexit());
     }
+    if let Some(e) = err.downcast_ref::<crate::spool::SpoolError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::relay::RelayError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::rules::StateError>() {
+        return Some(e.sysexit());
+    }
+    if let Some(e) = err.downcast_ref::<crate::rules::NotifyError>() {
+        return Some(e.sysexit());
+    }
     None
 }

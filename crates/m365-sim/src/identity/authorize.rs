@@ -231,8 +231,11 @@ fn start(ctx: &Ctx, tenant: Option<&str>, query: Option<String>, headers: &Heade
         state,
         nonce: param(&q, "nonce").map(str::to_string),
         code_challenge: param(&q, "code_challenge").map(str::to_string),
-        code_challenge_method: param(&q, "code_challenge")
-            .map(|_| param(&q, "code_challenge_method").unwrap_or("plain").to_string()),
+        code_challenge_method: param(&q, "code_challenge").map(|_| {
+            param(&q, "code_challenge_method")
+                .unwrap_or("plain")
+                .to_string()
+        }),
         response_mode,
         offline: app.public_client || param(&q, "access_type") == Some("offline"),
         created: now(),
@@ -249,7 +252,11 @@ fn start(ctx: &Ctx, tenant: Option<&str>, query: Option<String>, headers: &Heade
             log(format!("AADSTS{}", e.code), None, pending.scopes.stored());
             return e.page(mode, &trace);
         };
-        log("approved".into(), Some(user.clone()), pending.scopes.stored());
+        log(
+            "approved".into(),
+            Some(user.clone()),
+            pending.scopes.stored(),
+        );
         return approve(ctx, &pending, &user);
     }
 

@@ -216,7 +216,8 @@ pub(crate) async fn login_page(
 ) -> Response {
     let q = parse_form(query.unwrap_or_default().as_bytes());
     let code = param(&q, "otc").unwrap_or_default();
-    let known = find_pending(&ctx, code).and_then(|(_, client, scopes)| describe(&ctx, &client, &scopes));
+    let known =
+        find_pending(&ctx, code).and_then(|(_, client, scopes)| describe(&ctx, &client, &scopes));
     pages::device_page(&pages::DeviceView {
         mode: ctx.mode(),
         code,
@@ -285,7 +286,14 @@ pub(crate) async fn login_submit(AxState(ctx): AxState<Arc<Ctx>>, body: Bytes) -
         }
     };
     let approved = matches!(new_state, DeviceState::Approved { .. });
-    let changed = match ctx.state.tokens.lock().unwrap().devices.get_mut(&device_code) {
+    let changed = match ctx
+        .state
+        .tokens
+        .lock()
+        .unwrap()
+        .devices
+        .get_mut(&device_code)
+    {
         Some(d) if d.state == DeviceState::Pending => {
             d.state = new_state;
             true

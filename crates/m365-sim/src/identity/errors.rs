@@ -416,7 +416,11 @@ impl OAuthError {
             "OAuth2 Authorization code was already redeemed, please retry with a new valid code \
              or use an existing refresh token.",
         )
-        .with_google(StatusCode::BAD_REQUEST, "invalid_grant", Some("Bad Request"))
+        .with_google(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("Bad Request"),
+        )
     }
 
     pub fn code_expired() -> OAuthError {
@@ -426,7 +430,11 @@ impl OAuthError {
             "The provided authorization code or refresh token has expired due to inactivity. \
              Send a new interactive authorization request for this user and resource.",
         )
-        .with_google(StatusCode::BAD_REQUEST, "invalid_grant", Some("Bad Request"))
+        .with_google(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("Bad Request"),
+        )
     }
 
     /// A grant issued to another client, or used in a way it cannot be.
@@ -436,7 +444,11 @@ impl OAuthError {
             70000,
             format!("Provided grant is invalid or malformed. {detail}"),
         )
-        .with_google(StatusCode::BAD_REQUEST, "invalid_grant", Some("Bad Request"))
+        .with_google(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("Bad Request"),
+        )
     }
 
     pub fn reply_address_mismatch(sent: &str, original: &str) -> OAuthError {
@@ -787,7 +799,11 @@ impl OAuthError {
             "The provided value for the input parameter 'device_code' is not valid. This device \
              code has expired.",
         )
-        .with_google(StatusCode::BAD_REQUEST, "expired_token", Some("Bad Request"))
+        .with_google(
+            StatusCode::BAD_REQUEST,
+            "expired_token",
+            Some("Bad Request"),
+        )
     }
 
     pub fn bad_verification_code() -> OAuthError {
@@ -796,7 +812,11 @@ impl OAuthError {
             70000,
             "The provided value for the input parameter 'device_code' is not valid.",
         )
-        .with_google(StatusCode::BAD_REQUEST, "invalid_grant", Some("Malformed auth code."))
+        .with_google(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("Malformed auth code."),
+        )
     }
 }
 

@@ -77,7 +77,12 @@ pub(crate) fn microsoft_error_page(err: &OAuthError, trace: &Trace) -> Response 
         corr = escape(&trace.correlation_id),
         ts = escape(&trace.timestamp()),
     );
-    let mut resp = page(err.status, Mode::Microsoft, "Sign in to your account", &body);
+    let mut resp = page(
+        err.status,
+        Mode::Microsoft,
+        "Sign in to your account",
+        &body,
+    );
     trace_headers(&mut resp, trace);
     resp
 }

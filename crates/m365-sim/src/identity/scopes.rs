@@ -139,7 +139,11 @@ fn same_permission(scope: &str, kind: ResourceKind, name: &str) -> bool {
 
 impl Scopes {
     /// Parses a Microsoft `scope` parameter for `app`.
-    pub fn parse_microsoft(raw: &str, app: &App, tenant_domain: &str) -> Result<Scopes, OAuthError> {
+    pub fn parse_microsoft(
+        raw: &str,
+        app: &App,
+        tenant_domain: &str,
+    ) -> Result<Scopes, OAuthError> {
         let mut oidc = Vec::new();
         let mut resource: Option<Resource> = None;
         let mut names: Vec<String> = Vec::new();
@@ -310,7 +314,11 @@ impl Scopes {
             .known()
             .iter()
             .filter(|k| **k != ".default")
-            .filter(|k| app.consented_scopes.iter().any(|c| same_permission(c, kind, k)))
+            .filter(|k| {
+                app.consented_scopes
+                    .iter()
+                    .any(|c| same_permission(c, kind, k))
+            })
             .map(|k| k.to_string())
             .collect();
         if consented.is_empty() {
@@ -329,7 +337,11 @@ impl Scopes {
         self.names
             .iter()
             .filter(|n| *n != ".default")
-            .filter(|n| !app.consented_scopes.iter().any(|c| same_permission(c, kind, n)))
+            .filter(|n| {
+                !app.consented_scopes
+                    .iter()
+                    .any(|c| same_permission(c, kind, n))
+            })
             .map(|n| self.full(n))
             .collect()
     }
@@ -341,7 +353,10 @@ impl Scopes {
         self.names.iter().all(|n| {
             n == ".default"
                 || granted.iter().any(|g| same_permission(g, kind, n))
-                || app.consented_scopes.iter().any(|c| same_permission(c, kind, n))
+                || app
+                    .consented_scopes
+                    .iter()
+                    .any(|c| same_permission(c, kind, n))
         })
     }
 
@@ -372,12 +387,16 @@ impl Scopes {
 
 fn describe(kind: ResourceKind, name: &str) -> &'static str {
     match (kind, name) {
-        (ResourceKind::Google, GOOGLE_MAIL) => "Read, compose, send and permanently delete all your email from Gmail",
+        (ResourceKind::Google, GOOGLE_MAIL) => {
+            "Read, compose, send and permanently delete all your email from Gmail"
+        }
         (ResourceKind::Google, _) => "Access your Google Account data",
         (_, "SMTP.Send") => "Send emails from mailboxes using SMTP AUTH.",
         (_, "IMAP.AccessAsUser.All") => "Read and write access to mailboxes via IMAP.",
         (_, "POP.AccessAsUser.All") => "Read and write access to mailboxes via POP.",
-        (_, "EWS.AccessAsUser.All") => "Access mailboxes as the signed-in user via Exchange Web Services.",
+        (_, "EWS.AccessAsUser.All") => {
+            "Access mailboxes as the signed-in user via Exchange Web Services."
+        }
         (_, "Mail.Send") => "Send mail as you",
         (_, "Mail.Send.Shared") => "Send mail on behalf of others",
         (_, "Mail.Read") => "Read your mail",
@@ -394,7 +413,11 @@ pub(crate) fn record_consent(app: &mut App, scopes: &Scopes) {
         app.consented_scopes.push(s);
     }
     for o in &scopes.oidc {
-        if !app.consented_scopes.iter().any(|c| c.eq_ignore_ascii_case(o)) {
+        if !app
+            .consented_scopes
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(o))
+        {
             app.consented_scopes.push(o.to_string());
         }
     }
@@ -420,9 +443,15 @@ mod tests {
         assert_eq!(s.resource.uri, "https://outlook.office365.com");
         assert_eq!(s.audience(), tokens::OUTLOOK_AUDIENCE);
         assert_eq!(s.token_scopes(), vec!["SMTP.Send"]);
-        assert_eq!(s.response_scope(), "https://outlook.office365.com/SMTP.Send openid");
+        assert_eq!(
+            s.response_scope(),
+            "https://outlook.office365.com/SMTP.Send openid"
+        );
         assert!(s.has("offline_access"));
-        assert!(s.not_consented(&app()).is_empty(), "office365 form is the same permission");
+        assert!(
+            s.not_consented(&app()).is_empty(),
+            "office365 form is the same permission"
+        );
     }
 
     #[test]
@@ -438,8 +467,8 @@ mod tests {
         assert_eq!((e.error, e.code), ("invalid_scope", 70011));
         let e = Scopes::parse_microsoft("https://example.com/X", &app(), "t").unwrap_err();
         assert_eq!(e.code, 500011);
-        let e = Scopes::parse_microsoft("https://outlook.office.com/Nope", &app(), "t")
-            .unwrap_err();
+        let e =
+            Scopes::parse_microsoft("https://outlook.office.com/Nope", &app(), "t").unwrap_err();
         assert_eq!(e.code, 650053);
     }
 

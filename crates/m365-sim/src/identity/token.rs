@@ -87,10 +87,7 @@ async fn handle(ctx: &Ctx, tenant: Option<&str>, headers: &HeaderMap, body: &[u8
             outcome,
         })
     };
-    if let Some(resp) = ctx
-        .endpoint_fault(|what| log(what, &Seen::default()))
-        .await
-    {
+    if let Some(resp) = ctx.endpoint_fault(|what| log(what, &Seen::default())).await {
         return resp;
     }
     let trace = Trace::new(headers);
@@ -290,7 +287,15 @@ fn authorization_code(
         Mode::Microsoft => scopes.has("offline_access"),
         Mode::Gmail => extras.offline,
     };
-    Ok(issue(ctx, dir, app, &c.user, &scopes, refresh.then(|| scopes.stored()), &extras))
+    Ok(issue(
+        ctx,
+        dir,
+        app,
+        &c.user,
+        &scopes,
+        refresh.then(|| scopes.stored()),
+        &extras,
+    ))
 }
 
 fn refresh_token(
@@ -482,7 +487,14 @@ fn device_code(
     seen.user = Some(user.clone());
     let scopes = parse_scopes(ctx, &stored_scopes.join(" "), app, dir)?;
     user_faults(ctx, app, &scopes)?;
-    if let Some(d) = ctx.state.tokens.lock().unwrap().devices.get_mut(device_code) {
+    if let Some(d) = ctx
+        .state
+        .tokens
+        .lock()
+        .unwrap()
+        .devices
+        .get_mut(device_code)
+    {
         d.state = DeviceState::Redeemed;
     }
     let refresh = match ctx.mode() {
@@ -598,7 +610,11 @@ fn id_token(
         }),
         Mode::Gmail => {
             let digest = Sha256::digest(user.to_ascii_lowercase().as_bytes());
-            let sub: String = digest.iter().take(10).map(|b| (b'0' + b % 10) as char).collect();
+            let sub: String = digest
+                .iter()
+                .take(10)
+                .map(|b| (b'0' + b % 10) as char)
+                .collect();
             serde_json::json!({
                 "iss": "https://accounts.google.com",
                 "azp": app.client_id,
@@ -627,7 +643,10 @@ fn id_token(
 
 /// `Authorization: Basic` client credentials (each part form-encoded, as RFC 6749 2.3.1 asks).
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

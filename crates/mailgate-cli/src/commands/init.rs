@@ -219,8 +219,16 @@ fn check_name(name: &str, editor: &ConfigEditor, force: bool) -> anyhow::Result<
 fn from_flags(args: &Args, editor: &ConfigEditor) -> anyhow::Result<Answers> {
     let name = args.name.clone().unwrap_or_else(|| "work".to_string());
     check_name(&name, editor, args.force)?;
-    let provider = args.provider.as_deref().map(parse_provider).unwrap_or(Some(Provider::Office365));
-    let flow = args.flow.as_deref().map(parse_flow).unwrap_or(Some(Flow::AuthorizationCode));
+    let provider = args
+        .provider
+        .as_deref()
+        .map(parse_provider)
+        .unwrap_or(Some(Provider::Office365));
+    let flow = args
+        .flow
+        .as_deref()
+        .map(parse_flow)
+        .unwrap_or(Some(Flow::AuthorizationCode));
     let client_id = args
         .client_id
         .clone()
@@ -241,7 +249,9 @@ fn from_flags(args: &Args, editor: &ConfigEditor) -> anyhow::Result<Answers> {
             .context("cannot read the client secret from standard input")?;
         let v = line.trim();
         if v.is_empty() {
-            return Err(usage("--client-secret-stdin: standard input held no secret"));
+            return Err(usage(
+                "--client-secret-stdin: standard input held no secret",
+            ));
         }
         SecretAnswer::Value(mailgate::Secret::new(v))
     } else {
@@ -269,7 +279,11 @@ fn wizard(args: &Args, editor: &ConfigEditor, p: &mut Prompter) -> anyhow::Resul
     println!(
         "This adds an account to {}{}.",
         editor.path().display(),
-        if editor.existed() { "" } else { " (a new file)" }
+        if editor.existed() {
+            ""
+        } else {
+            " (a new file)"
+        }
     );
     println!("Press Enter to take the value in [brackets].\n");
 
@@ -482,7 +496,11 @@ fn ask_secret(
                         "  That looks like a Secret ID (a GUID). Entra needs the secret's Value; \
                          if it is no longer visible, create a new secret."
                     );
-                    if !p.confirm("Use it anyway?", "sign-in will fail with AADSTS7000215", false)? {
+                    if !p.confirm(
+                        "Use it anyway?",
+                        "sign-in will fail with AADSTS7000215",
+                        false,
+                    )? {
                         continue;
                     }
                 }

@@ -75,7 +75,11 @@ async fn sign_in(
                 out,
                 "To sign in {} ({}), open this URL in a browser:\n\n{}\n",
                 account.name,
-                if account.user.is_empty() { "any user" } else { &account.user },
+                if account.user.is_empty() {
+                    "any user"
+                } else {
+                    &account.user
+                },
                 pending.url()
             );
             if !args.no_browser {
@@ -184,9 +188,8 @@ fn report(account: &Account, tokens: &TokenResponse, store: &str) {
 }
 
 fn format_time(t: OffsetDateTime) -> String {
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-    );
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| t.to_string())
@@ -204,6 +207,7 @@ fn until(t: OffsetDateTime) -> String {
 fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
+        1 => "1 second".into(),
         0..=89 => format!("{s} seconds"),
         90..=5399 => format!("{} minutes", (s + 30) / 60),
         _ => format!("{:.1} hours", s as f64 / 3600.0),

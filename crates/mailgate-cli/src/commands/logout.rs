@@ -27,7 +27,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     for account in accounts {
         let removed = mailgate::tokens::forget(&config, &account.name)?;
         if removed.is_empty() {
-            println!("{}: no tokens were stored; nothing to forget.", account.name);
+            println!(
+                "{}: no tokens were stored; nothing to forget.",
+                account.name
+            );
             continue;
         }
         println!(

@@ -4,6 +4,9 @@ pub mod demo;
 pub mod init;
 pub mod login;
 pub mod logout;
+pub mod queue;
+pub mod relay;
+pub mod rules;
 pub mod send;
 pub mod sendmail;
 pub mod sim;
@@ -26,5 +29,8 @@ pub fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
         Command::Sendmail(a) => sendmail::run(a, globals),
         Command::Sim(a) => sim::run(a, globals),
         Command::Demo(a) => demo::run(a, globals),
+        Command::Rules(a) => rules::run(a, globals),
+        Command::Relay(a) => relay::run(a, globals),
+        Command::Queue(a) => queue::run(a, globals),
     }
 }

@@ -86,8 +86,12 @@ fn read_file(path: &PathBuf, what: &str) -> anyhow::Result<String> {
             .context("cannot read the body from standard input")?;
         return Ok(s);
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| fail(Sysexit::NoInput, anyhow::anyhow!("cannot read the {what} {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            Sysexit::NoInput,
+            anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()),
+        )
+    })
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
@@ -135,7 +139,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
         text,
         html,
         attachments,
-        headers: vec![("X-Mailer".into(), format!("mailgate {}", env!("CARGO_PKG_VERSION")))],
+        headers: vec![(
+            "X-Mailer".into(),
+            format!("mailgate {}", env!("CARGO_PKG_VERSION")),
+        )],
     };
     let message = draft.build()?;
 
@@ -179,7 +186,11 @@ pub(crate) fn finish_report(report: &SendReport) -> anyhow::Result<()> {
     if o.refused.is_empty() {
         return Ok(());
     }
-    eprintln!("Not delivered to {} of {} recipients:", o.refused.len(), o.refused.len() + o.accepted.len());
+    eprintln!(
+        "Not delivered to {} of {} recipients:",
+        o.refused.len(),
+        o.refused.len() + o.accepted.len()
+    );
     for r in &o.refused {
         eprintln!("\n  {r}");
         eprintln!("{}", indent(&r.diagnosis.to_string(), "  "));

@@ -71,7 +71,11 @@ fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
 pub fn parse_argv(argv: &[OsString]) -> anyhow::Result<Invocation> {
     let args: Vec<String> = argv
         .iter()
-        .map(|a| a.to_str().map(str::to_owned).ok_or_else(|| usage(format!("argument {a:?} is not valid UTF-8"))))
+        .map(|a| {
+            a.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| usage(format!("argument {a:?} is not valid UTF-8")))
+        })
         .collect::<Result<_, _>>()?;
     let mut inv = Invocation::default();
     let mut i = 0;
@@ -195,18 +199,29 @@ pub fn run_argv(argv: &[OsString], globals: &Globals) -> anyhow::Result<()> {
         return Ok(());
     }
     if inv.recipients.is_empty() && !inv.extract_recipients {
-        return Err(usage("no recipients: give them as arguments, or use -t to take them from the headers"));
+        return Err(usage(
+            "no recipients: give them as arguments, or use -t to take them from the headers",
+        ));
     }
     let config_path = inv.config.clone().or_else(|| globals.config.clone());
     let config = Config::load(config_path.as_deref())?;
-    let account_name = inv.account.clone().or_else(|| std::env::var("MAILGATE_ACCOUNT").ok().filter(|a| !a.is_empty()));
+    let account_name = inv.account.clone().or_else(|| {
+        std::env::var("MAILGATE_ACCOUNT")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
     let account = config.account(account_name.as_deref())?;
 
     let mut input = Vec::new();
     std::io::stdin()
         .lock()
         .read_to_end(&mut input)
-        .map_err(|e| fail(Sysexit::IoErr, anyhow::anyhow!("cannot read the message from standard input: {e}")))?;
+        .map_err(|e| {
+            fail(
+                Sysexit::IoErr,
+                anyhow::anyhow!("cannot read the message from standard input: {e}"),
+            )
+        })?;
     let opts = RawOptions {
         extract_recipients: inv.extract_recipients,
         recipients: inv.recipients.clone(),
@@ -248,17 +263,37 @@ mod tests {
     #[test]
     fn what_cron_git_and_php_pass() {
         // Debian cron: /usr/sbin/sendmail -i -FCronDaemon -B8BITMIME -oem alice@contoso.com
-        let inv = parse(&["-i", "-FCronDaemon", "-B8BITMIME", "-oem", "alice@contoso.com"]);
+        let inv = parse(&[
+            "-i",
+            "-FCronDaemon",
+            "-B8BITMIME",
+            "-oem",
+            "alice@contoso.com",
+        ]);
         assert!(inv.ignore_dots && !inv.extract_recipients);
         assert_eq!(inv.full_name.as_deref(), Some("CronDaemon"));
         assert_eq!(inv.recipients, vec!["alice@contoso.com"]);
         // cronie: -FCronDaemon -i -odi -oem -oi -t -f root
-        let inv = parse(&["-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root"]);
+        let inv = parse(&[
+            "-FCronDaemon",
+            "-i",
+            "-odi",
+            "-oem",
+            "-oi",
+            "-t",
+            "-f",
+            "root",
+        ]);
         assert!(inv.extract_recipients && inv.ignore_dots);
         assert_eq!(inv.envelope_from.as_deref(), Some("root"));
         assert!(inv.recipients.is_empty());
         // git send-email: -i -f sender rcpt...
-        let inv = parse(&["-i", "-falice@contoso.com", "bob@contoso.com", "carol@fabrikam.com"]);
+        let inv = parse(&[
+            "-i",
+            "-falice@contoso.com",
+            "bob@contoso.com",
+            "carol@fabrikam.com",
+        ]);
         assert_eq!(inv.envelope_from.as_deref(), Some("alice@contoso.com"));
         assert_eq!(inv.recipients.len(), 2);
         // PHP: sendmail -t -i
@@ -273,7 +308,9 @@ mod tests {
 
     #[test]
     fn unsupported_modes_and_missing_values_are_usage_errors() {
-        let err = |args: &[&str]| parse_argv(&args.iter().map(OsString::from).collect::<Vec<_>>()).unwrap_err();
+        let err = |args: &[&str]| {
+            parse_argv(&args.iter().map(OsString::from).collect::<Vec<_>>()).unwrap_err()
+        };
         assert!(err(&["-bp"]).to_string().contains("-bp"));
         assert!(err(&["-f"]).to_string().contains("-f needs a value"));
         assert!(err(&["-Z"]).to_string().contains("unknown option -Z"));

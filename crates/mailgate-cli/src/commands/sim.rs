@@ -72,7 +72,9 @@ pub fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
         sim.write_ca_file(&ca_out)
             .with_context(|| format!("writing the CA file {}", ca_out.display()))?;
         println!("{}", banner(&sim, &ca_out));
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
         eprintln!("stopping the simulator");
         sim.shutdown().await;
         let _ = std::fs::remove_file(&ca_out);

@@ -204,7 +204,9 @@ fn print_text(config: &Config, statuses: &[AccountStatus]) {
                 (true, Some(days)) => format!(
                     "stored, issued {} ({})",
                     days_ago(days),
-                    s.refresh_token_issued_at.map(format_time).unwrap_or_default()
+                    s.refresh_token_issued_at
+                        .map(format_time)
+                        .unwrap_or_default()
                 ),
                 (true, None) => "stored".into(),
                 (false, _) => "none".into(),

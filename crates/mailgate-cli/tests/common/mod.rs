@@ -33,7 +33,10 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`] with a simulator of your own.
     pub fn with_sim(config: SimConfig) -> TestEnv {
-        let dir = tempfile::Builder::new().prefix("mailgate-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mailgate-test-")
+            .tempdir()
+            .unwrap();
         for d in ["config", "state", "home", "mail"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
@@ -45,7 +48,11 @@ impl TestEnv {
         let sim = Simulator::start_blocking(config).expect("simulator starts");
         let ca_file = dir.path().join("sim-ca.pem");
         sim.write_ca_file(&ca_file).unwrap();
-        let config_path = dir.path().join("config").join("mailgate").join("config.toml");
+        let config_path = dir
+            .path()
+            .join("config")
+            .join("mailgate")
+            .join("config.toml");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
         let env = TestEnv {
             dir,
@@ -79,17 +86,23 @@ impl TestEnv {
             .unwrap_or_else(|| contoso::TENANT_DOMAIN.to_string());
         let smtp = self.sim.smtp_addr();
         let defaults: Vec<(&str, String)> = vec![
-            ("provider", q(match self.sim.mode() {
-                m365_sim::Mode::Microsoft => "office365",
-                m365_sim::Mode::Gmail => "gmail",
-            })),
+            (
+                "provider",
+                q(match self.sim.mode() {
+                    m365_sim::Mode::Microsoft => "office365",
+                    m365_sim::Mode::Gmail => "gmail",
+                }),
+            ),
             ("tenant", q(&tenant)),
             ("client_id", q(contoso::WEB_APP_ID)),
             ("client_secret", q(contoso::WEB_APP_SECRET)),
             ("user", q(contoso::ALICE)),
             ("authorize_url", q(&self.sim.authorize_url(&tenant))),
             ("token_url", q(&self.sim.token_url(&tenant))),
-            ("device_authorization_url", q(&self.sim.devicecode_url(&tenant))),
+            (
+                "device_authorization_url",
+                q(&self.sim.devicecode_url(&tenant)),
+            ),
             ("redirect_port", "0".into()),
             ("smtp_host", q("127.0.0.1")),
             ("smtp_port", smtp.port().to_string()),
@@ -266,13 +279,19 @@ impl Run {
 
     #[track_caller]
     pub fn assert_output_contains(&self, needle: &str) -> &Run {
-        assert!(self.all().contains(needle), "expected output to contain {needle:?}\n{self}");
+        assert!(
+            self.all().contains(needle),
+            "expected output to contain {needle:?}\n{self}"
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_output_lacks(&self, needle: &str) -> &Run {
-        assert!(!self.all().contains(needle), "output must not contain {needle:?}\n{self}");
+        assert!(
+            !self.all().contains(needle),
+            "output must not contain {needle:?}\n{self}"
+        );
         self
     }
 }
@@ -298,7 +317,11 @@ pub struct DrainedChild {
 pub type Child = DrainedChild;
 
 impl DrainedChild {
-    fn wrap(child: std::process::Child, head: String, rest: std::thread::JoinHandle<String>) -> Self {
+    fn wrap(
+        child: std::process::Child,
+        head: String,
+        rest: std::thread::JoinHandle<String>,
+    ) -> Self {
         DrainedChild { child, head, rest }
     }
 

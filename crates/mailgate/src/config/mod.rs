@@ -46,7 +46,7 @@ use crate::Secret;
 pub use presets::Preset;
 
 /// Keys allowed at the top level of the config file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["state_dir", "token_store", "default_account", "accounts"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["state_dir", "token_store", "default_account", "accounts", "rules", "relay"];
 
 /// Keys allowed in an `[accounts.NAME]` table.
 pub const ACCOUNT_KEYS: &[&str] = &[
@@ -276,6 +276,10 @@ pub struct Config {
     pub default_account: Option<String>,
     /// Accounts by name, in name order.
     pub accounts: BTreeMap<String, Account>,
+    /// File-transfer rules (`[rules.NAME]`) by name, validated against the accounts.
+    pub rules: BTreeMap<String, crate::rules::RuleConfig>,
+    /// The `[relay]` table, when the file has one (`mailgate relay` uses defaults otherwise).
+    pub relay: Option<crate::relay::RelayConfig>,
 }
 
 /// One `[accounts.NAME]` table with the provider's preset applied: every field is final.
@@ -356,6 +360,8 @@ impl Config {
         let mut token_store = TokenStoreKind::Auto;
         let mut default_account: Option<(String, Option<usize>)> = None;
         let mut accounts = BTreeMap::new();
+        let mut rules_item = None;
+        let mut relay = None;
         let root = doc.as_table();
         for (key, item) in root.iter() {
             let line = top.key_line(root, key);
@@ -372,6 +378,11 @@ impl Config {
                         let account = parse_account(path, text, &base, name, item, line)?;
                         accounts.insert(name.to_string(), account);
                     }
+                }
+                // Read after the loop: rules name accounts, which may come later in the file.
+                "rules" => rules_item = Some((item, line)),
+                "relay" => {
+                    relay = Some(crate::relay::RelayConfig::parse(path, text, &base, item, line)?)
                 }
                 other => return Err(top.unknown_key(other, item, line, TOP_LEVEL_KEYS)),
             }
@@ -391,12 +402,31 @@ impl Config {
                 });
             }
         }
+        let rules = match rules_item {
+            Some((item, line)) => crate::rules::config::parse_rules(
+                &crate::rules::config::RulesContext {
+                    path,
+                    text,
+                    base: &base,
+                    accounts: &accounts,
+                    default_account: default_account.as_ref().map(|(n, _)| n.as_str()),
+                },
+                item,
+                line,
+            )?,
+            None => BTreeMap::new(),
+        };
+        if let Some(r) = &relay {
+            r.check_accounts(path, &accounts, default_account.as_ref().map(|(n, _)| n.as_str()))?;
+        }
         Ok(Config {
             path: path.to_path_buf(),
             state_dir,
             token_store,
             default_account: default_account.map(|(n, _)| n),
             accounts,
+            rules,
+            relay,
         })
     }
 

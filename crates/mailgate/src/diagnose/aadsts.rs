@@ -22,14 +22,18 @@ pub struct Context {
     pub client_id: Option<String>,
     /// The tenant the request went to (`common`, a domain or a GUID), when the endpoint says.
     pub tenant: Option<String>,
-    /// The redirect URI the sign-in used.
+    /// The account's configured redirect URI (the one to register; the port of a loopback URI
+    /// does not matter to the provider).
     pub redirect_uri: Option<String>,
 }
 
 impl Context {
     /// `mailgate login NAME`, or `mailgate login ACCOUNT` when the name is unknown.
     pub fn login_command(&self) -> String {
-        format!("mailgate login {}", self.account.as_deref().unwrap_or("ACCOUNT"))
+        format!(
+            "mailgate login {}",
+            self.account.as_deref().unwrap_or("ACCOUNT")
+        )
     }
 
     fn app(&self) -> String {
@@ -43,12 +47,6 @@ impl Context {
         self.redirect_uri
             .clone()
             .unwrap_or_else(|| "http://localhost:PORT/".into())
-    }
-
-    /// The redirect URI as it should be registered: the same URI (the port of a loopback URI
-    /// does not matter to Entra ID).
-    fn registered_redirect(&self) -> String {
-        self.redirect()
     }
 }
 
@@ -75,7 +73,8 @@ fn entry(title: impl Into<String>, explanation: impl Into<String>, fix: Vec<Stri
     }
 }
 
-const ENTRA_APP_PATH: &str = "Entra admin center (entra.microsoft.com) → Identity → Applications → App registrations";
+const ENTRA_APP_PATH: &str =
+    "Entra admin center (entra.microsoft.com) → Identity → Applications → App registrations";
 
 fn by_aadsts(code: u32, ctx: &Context) -> Option<Entry> {
     let login = ctx.login_command();
@@ -154,7 +153,7 @@ fn by_aadsts(code: u32, ctx: &Context) -> Option<Entry> {
                      desktop applications\" for a public client, \"Web\" for one with a secret) → \
                      add `{}` exactly (for http://localhost the port may differ, but the path and \
                      the trailing slash must match)",
-                    ctx.registered_redirect()
+                    ctx.redirect()
                 ),
                 format!("Run `{login}` again"),
             ],
@@ -454,9 +453,7 @@ fn by_error(error: &str, provider: &ProviderError, ctx: &Context) -> Entry {
             "The client is not allowed to use this grant type (Google's device flow needs a \
              \"TVs and Limited Input devices\" client; loopback sign-in needs a \"Desktop app\" \
              client).",
-            vec![
-                "Use a client of the right type, or change the account's flow".into(),
-            ],
+            vec!["Use a client of the right type, or change the account's flow".into()],
         ),
         "invalid_scope" => entry(
             "The requested scopes are invalid",
@@ -465,7 +462,10 @@ fn by_error(error: &str, provider: &ProviderError, ctx: &Context) -> Entry {
         ),
         "redirect_uri_mismatch" => entry(
             "The redirect URI is not registered for the client",
-            format!("The provider refused the redirect URI `{}`.", ctx.redirect()),
+            format!(
+                "The provider refused the redirect URI `{}`.",
+                ctx.redirect()
+            ),
             vec![
                 "Use a \"Desktop app\" client (loopback redirects on any port are allowed) or \
                  register the URI exactly"
@@ -476,7 +476,9 @@ fn by_error(error: &str, provider: &ProviderError, ctx: &Context) -> Entry {
             "The provider needs an interactive sign-in",
             "A refresh or non-interactive request cannot satisfy what the provider now asks \
              (MFA, consent or a fresh sign-in).",
-            vec![format!("Run `{login}` and complete the sign-in in the browser")],
+            vec![format!(
+                "Run `{login}` and complete the sign-in in the browser"
+            )],
         ),
         "temporarily_unavailable" | "server_error" => Entry {
             sysexit: Sysexit::TempFail,
@@ -522,9 +524,15 @@ pub fn diagnose(provider: &ProviderError, ctx: &Context) -> Diagnosis {
 }
 
 /// No redirect reached the loopback listener before the login timed out.
-pub fn login_timeout(redirect_uri: &str, waited: Duration, rejected: usize, ctx: &Context) -> Diagnosis {
+pub fn login_timeout(
+    redirect_uri: &str,
+    waited: Duration,
+    rejected: usize,
+    ctx: &Context,
+) -> Diagnosis {
     let mut ctx = ctx.clone();
-    ctx.redirect_uri.get_or_insert_with(|| redirect_uri.to_string());
+    ctx.redirect_uri
+        .get_or_insert_with(|| redirect_uri.to_string());
     let mut explanation = format!(
         "mailgate waited {}s for the browser to come back to {redirect_uri}. If the browser shows \
          AADSTS50011 (\"The redirect URI ... does not match the redirect URIs configured for the \
@@ -549,8 +557,12 @@ pub fn login_timeout(redirect_uri: &str, waited: Duration, rejected: usize, ctx:
                  `{}` exactly as the redirect URI (platform \"Mobile and desktop applications\", \
                  or \"Web\" for an app with a secret; for http://localhost the port may differ)",
                 ctx.app(),
-                ctx.registered_redirect()
+                ctx.redirect()
             ),
+            "If the browser shows another code: AADSTS700016 means a wrong client_id or \
+             tenant; AADSTS50194 a single-tenant app used with common or organizations (set \
+             tenant to your tenant's domain or ID); AADSTS90002 an unknown tenant"
+                .into(),
             format!(
                 "On a machine without a browser, use `flow = \"device_code\"`, or open the URL on \
                  this machine; then run `{}` again (--timeout SECS waits longer)",
@@ -631,7 +643,11 @@ mod tests {
             assert!(CATALOGUED.contains(&code), "{code}");
             let d = diagnose(&ms(code, "invalid_grant"), &ctx());
             assert_eq!(d.code, format!("AADSTS{code}"));
-            assert!(!d.title.starts_with("The identity provider refused"), "{code}: {}", d.title);
+            assert!(
+                !d.title.starts_with("The identity provider refused"),
+                "{code}: {}",
+                d.title
+            );
             assert!(!d.fix.is_empty(), "{code}");
             assert_eq!(d.sysexit, Sysexit::NoPerm);
             assert!(d.provider_says.contains("Correlation ID: c"));
@@ -642,7 +658,10 @@ mod tests {
     fn secret_id_confusion_is_named() {
         let d = diagnose(&ms(7000215, "invalid_client"), &ctx());
         let text = d.to_string();
-        assert!(text.contains("Secret ID") && text.contains("Value"), "{text}");
+        assert!(
+            text.contains("Secret ID") && text.contains("Value"),
+            "{text}"
+        );
         assert!(text.contains("right after"), "{text}");
     }
 
@@ -669,15 +688,26 @@ mod tests {
             assert!(d.to_string().contains(words), "{error}: {d}");
             assert_eq!(d.sysexit, Sysexit::NoPerm);
         }
-        let d = diagnose(&ProviderError::local("temporarily_unavailable", "x"), &ctx());
+        let d = diagnose(
+            &ProviderError::local("temporarily_unavailable", "x"),
+            &ctx(),
+        );
         assert_eq!(d.sysexit, Sysexit::TempFail);
     }
 
     #[test]
     fn timeout_explains_50011() {
-        let d = login_timeout("http://localhost:3017/", Duration::from_secs(300), 0, &ctx());
+        let d = login_timeout(
+            "http://localhost:3017/",
+            Duration::from_secs(300),
+            0,
+            &ctx(),
+        );
         let text = d.to_string();
-        assert!(text.contains("AADSTS50011") && text.contains("http://localhost:3017/"), "{text}");
+        assert!(
+            text.contains("AADSTS50011") && text.contains("http://localhost:3017/"),
+            "{text}"
+        );
         assert_eq!(d.sysexit, Sysexit::TempFail);
     }
 }

@@ -135,6 +135,30 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         sysexit: Sysexit::NoPerm,
     },
     CatalogueEntry {
+        code: "5.7.139",
+        sample: "535 5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+        stage: Stage::Auth,
+        sysexit: Sysexit::NoPerm,
+    },
+    CatalogueEntry {
+        code: "5.7.0",
+        sample: "530-5.7.0 Authentication Required. For more information, go to\n530 5.7.0  https://support.google.com/mail/?p=WantAuthError a640c23a62f3a-123 - gsmtp",
+        stage: Stage::MailFrom,
+        sysexit: Sysexit::NoPerm,
+    },
+    CatalogueEntry {
+        code: "4.7.0",
+        sample: "454 4.7.0 Too many concurrent SMTP connections; please try again later.",
+        stage: Stage::Auth,
+        sysexit: Sysexit::TempFail,
+    },
+    CatalogueEntry {
+        code: "5.4.5",
+        sample: "550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\n550-5.4.5 sending limits go to\n550 5.4.5  https://support.google.com/a/answer/166852 a640c23a62f3a-123 - gsmtp",
+        stage: Stage::Message,
+        sysexit: Sysexit::TempFail,
+    },
+    CatalogueEntry {
         code: "4.5.3",
         sample: "452 4.5.3 Too many recipients",
         stage: Stage::RcptTo,
@@ -180,11 +204,18 @@ pub fn diagnose_reply(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
     let is = |class: u8, subject: u16, detail: u16| code == Some(EnhancedCode::new(class, subject, detail));
     let verbatim = provider_says(reply, ctx.challenge);
     let user = ctx.auth_user.unwrap_or("the signed-in user");
-    let mut d = if is(5, 7, 139) || lower.contains("smtpclientauthentication is disabled") {
+    let code_text = reply.enhanced_or_default().to_string();
+    let mut d = if lower.contains("basic authentication is disabled")
+        || lower.contains("basic authentication is not supported")
+        || is(5, 7, 30)
+    {
+        basic_auth(&code_text)
+    } else if is(5, 7, 139) || lower.contains("smtpclientauthentication is disabled") {
         auth_disabled(&lower, user)
     } else if is(5, 2, 252) || lower.contains("sendasdenied") || lower.contains("send as this sender") || is(5, 7, 60) {
         let (who, mailbox) = send_as_names(&text);
         send_as_denied(
+            &code_text,
             who.as_deref().or(ctx.auth_user).unwrap_or("the signed-in user"),
             mailbox.as_deref().or(ctx.mail_from).unwrap_or("the From address"),
         )
@@ -192,16 +223,20 @@ pub fn diagnose_reply(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
         google_refused(ctx)
     } else if is(5, 7, 3) || (reply.code == 535 && ctx.stage == Stage::Auth) {
         token_refused(ctx)
-    } else if is(5, 7, 57) || (reply.code == 530 && lower.contains("not authenticated")) {
-        not_authenticated()
-    } else if lower.contains("thread limit") {
-        thread_limit(user)
-    } else if lower.contains("submissionquotaexceeded") || (is(5, 2, 0) && lower.contains("quota")) {
-        quota_exceeded(user)
+    } else if is(5, 7, 57)
+        || (reply.code == 530
+            && (lower.contains("not authenticated") || lower.contains("authentication required")))
+    {
+        not_authenticated(&code_text)
+    } else if lower.contains("thread limit") || lower.contains("too many concurrent smtp connections") {
+        thread_limit(&code_text, user)
+    } else if lower.contains("submissionquotaexceeded")
+        || (is(5, 2, 0) && lower.contains("quota"))
+        || lower.contains("sending limit exceeded")
+    {
+        quota_exceeded(&code_text, user)
     } else if is(4, 7, 66) || lower.contains("tls 1.0 and 1.1") {
         old_tls(ctx.host)
-    } else if is(5, 7, 30) || lower.contains("basic authentication is not supported") {
-        basic_auth()
     } else if is(5, 7, 708) || lower.contains("traffic not accepted from this ip") {
         ip_refused()
     } else if is(4, 5, 3) || is(5, 5, 3) || lower.contains("too many recipients") {
@@ -337,10 +372,10 @@ fn google_refused(ctx: &ReplyContext<'_>) -> Diagnosis {
     )
 }
 
-fn not_authenticated() -> Diagnosis {
+fn not_authenticated(code: &str) -> Diagnosis {
     diagnosis(
-        "5.7.57",
-        "The server says the client is not authenticated (530 5.7.57)".into(),
+        code,
+        format!("The server says the client is not authenticated ({code})"),
         "MAIL FROM came on a connection that had not authenticated. Microsoft 365 accepts submission only after STARTTLS and a successful AUTH; a device or proxy that skips AUTH (or talks to port 25 of smtp.office365.com) gets this.".into(),
         vec![
             "Use smtp.office365.com, port 587, security = \"starttls\" with auth = \"xoauth2\".".into(),
@@ -371,9 +406,9 @@ pub fn send_as_names(text: &str) -> (Option<String>, Option<String>) {
     (who, mailbox)
 }
 
-fn send_as_denied(user: &str, mailbox: &str) -> Diagnosis {
+fn send_as_denied(code: &str, user: &str, mailbox: &str) -> Diagnosis {
     diagnosis(
-        "5.2.252",
+        code,
         format!("{user} is not allowed to send as {mailbox} (missing \"Send As\")"),
         format!(
             "The message was refused after it was sent: {user} signed in correctly but lacks the Send As permission on {mailbox}. Membership of a shared mailbox (Full Access) is not enough to send as it; Send As is a separate grant."
@@ -393,12 +428,12 @@ fn send_as_denied(user: &str, mailbox: &str) -> Diagnosis {
     )
 }
 
-fn thread_limit(user: &str) -> Diagnosis {
+fn thread_limit(code: &str, user: &str) -> Diagnosis {
     diagnosis(
-        "4.3.2",
+        code,
         "Too many simultaneous connections for this mailbox (sender thread limit exceeded)".into(),
         format!(
-            "Microsoft 365 allows 3 concurrent SMTP connections per mailbox; other clients sending as {user} (scripts, scanners, other mailgate processes) already hold them. This is temporary."
+            "The provider limits concurrent SMTP connections per mailbox (Microsoft 365: 3, Gmail: 15); other clients sending as {user} (scripts, scanners, other mailgate processes) already hold them. This is temporary."
         ),
         vec![
             "Retry later: mailgate exits 75 so that cron and sendmail callers retry.".into(),
@@ -409,12 +444,12 @@ fn thread_limit(user: &str) -> Diagnosis {
     )
 }
 
-fn quota_exceeded(user: &str) -> Diagnosis {
+fn quota_exceeded(code: &str, user: &str) -> Diagnosis {
     diagnosis(
-        "5.2.0",
-        "The mailbox has reached its sending limit (SubmissionQuotaExceeded)".into(),
+        code,
+        "The mailbox has reached its daily sending limit".into(),
         format!(
-            "Microsoft 365 limits each mailbox to 10,000 recipients per rolling 24 hours; {user} has used them up. A full mailbox gives the same error, since sent copies go to Sent Items. The message can be sent once the window frees up."
+            "Microsoft 365 limits each mailbox to 10,000 recipients per rolling 24 hours (SubmissionQuotaExceeded), Gmail to 2,000 messages a day for Workspace and 500 for free accounts; {user} has used them up. On Microsoft 365 a full mailbox gives the same error, since sent copies go to Sent Items. The message can be sent once the window frees up."
         ),
         vec![
             "Wait: recipients drop out of the 24-hour window one by one. mailgate exits 75 so that callers retry later.".into(),
@@ -440,9 +475,9 @@ fn old_tls(host: &str) -> Diagnosis {
     )
 }
 
-fn basic_auth() -> Diagnosis {
+fn basic_auth(code: &str) -> Diagnosis {
     diagnosis(
-        "5.7.30",
+        code,
         "Basic authentication is not supported for client submission".into(),
         "The server received a username and password (AUTH LOGIN or PLAIN). Microsoft is retiring Basic authentication for SMTP AUTH: it is off by default for existing tenants from the end of December 2026, and already off in many. Only OAuth2 works.".into(),
         vec![

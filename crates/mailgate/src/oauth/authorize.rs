@@ -114,10 +114,10 @@ impl OAuthClient {
         if is_google(&url) {
             url.query_pairs_mut().append_pair("access_type", "offline");
         }
-        let mut client = self.clone();
-        client.context.redirect_uri = Some(redirect_uri.clone());
+        // Diagnoses keep naming the configured redirect URI: it is the one to register (the
+        // port of a loopback URI does not matter to the provider).
         Ok(PendingAuthorization {
-            client,
+            client: self.clone(),
             url: url.to_string(),
             listener,
             redirect_uri,
@@ -158,7 +158,11 @@ impl PendingAuthorization {
         let client = self.client.clone();
         let received = self.wait_for_code(timeout).await?;
         let result = client
-            .exchange_code(&received.code, &received.code_verifier, &received.redirect_uri)
+            .exchange_code(
+                &received.code,
+                &received.code_verifier,
+                &received.redirect_uri,
+            )
             .await;
         match &result {
             Ok(tokens) => {
@@ -195,7 +199,10 @@ mod tests {
             device_authorization_url: None,
             client_id: "client-1".into(),
             client_secret: Some(Secret::new("the-secret-value")),
-            scopes: vec!["offline_access".into(), "https://outlook.office.com/SMTP.Send".into()],
+            scopes: vec![
+                "offline_access".into(),
+                "https://outlook.office.com/SMTP.Send".into(),
+            ],
             redirect_uri: "http://localhost:3017/".into(),
             redirect_port: 0,
             ca_file: None,
@@ -221,7 +228,10 @@ mod tests {
         assert!(q["state"].len() >= 22);
         assert_eq!(q["login_hint"], "alice@contoso.com");
         assert_eq!(q["prompt"], "select_account");
-        assert_eq!(q["scope"], "offline_access https://outlook.office.com/SMTP.Send");
+        assert_eq!(
+            q["scope"],
+            "offline_access https://outlook.office.com/SMTP.Send"
+        );
         assert_eq!(q["redirect_uri"], pending.redirect_uri());
         assert!(pending.redirect_uri().starts_with("http://localhost:"));
         assert_ne!(pending.redirect_uri(), "http://localhost:3017/");

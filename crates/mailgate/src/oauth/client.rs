@@ -174,16 +174,16 @@ pub(crate) fn check_endpoint(what: &'static str, raw: &str) -> Result<url::Url, 
         reason,
     };
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("not a URL ({e})")))?;
-    let host = url
-        .host()
-        .ok_or_else(|| invalid("it has no host".into()))?;
+    let host = url.host().ok_or_else(|| invalid("it has no host".into()))?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback_host(&host) => Ok(url),
         "http" => Err(invalid(
             "plain http:// is allowed only to localhost; use https://".into(),
         )),
-        other => Err(invalid(format!("unsupported scheme `{other}`; use https://"))),
+        other => Err(invalid(format!(
+            "unsupported scheme `{other}`; use https://"
+        ))),
     }
 }
 
@@ -382,14 +382,13 @@ impl OAuthClient {
         if !(200..300).contains(&answer.status) {
             return Err(self.refusal(step, url, &answer, form));
         }
-        let raw: RawToken = serde_json::from_slice(&answer.body).map_err(|e| {
-            OAuthError::UnexpectedResponse {
+        let raw: RawToken =
+            serde_json::from_slice(&answer.body).map_err(|e| OAuthError::UnexpectedResponse {
                 step,
                 url: url.to_string(),
                 status: answer.status,
                 detail: json_problem(&e),
-            }
-        })?;
+            })?;
         if let Some(t) = &raw.token_type {
             if !t.eq_ignore_ascii_case("bearer") {
                 return Err(OAuthError::UnexpectedResponse {
@@ -456,7 +455,7 @@ impl OAuthClient {
         let diagnosis = aadsts::diagnose(&provider, &self.context);
         OAuthError::Refused {
             step,
-            provider,
+            provider: Box::new(provider),
             diagnosis: Box::new(diagnosis),
         }
     }
@@ -540,8 +539,7 @@ impl OAuthClient {
             // A 429's Retry-After is honoured as asked, as long as it fits the budget.
             let wait = retry_after.unwrap_or(delay);
             tracing::debug!(%step, attempt, failure = %failure, "transient failure");
-            if attempt >= self.retry.max_attempts.max(1)
-                || elapsed + wait > self.retry.total_budget
+            if attempt >= self.retry.max_attempts.max(1) || elapsed + wait > self.retry.total_budget
             {
                 let diagnosis = aadsts::unavailable(step, url.as_str(), &failure);
                 return Err(OAuthError::Unavailable {
@@ -642,7 +640,10 @@ mod tests {
     fn identity_prefers_the_id_token() {
         let id = jwt(serde_json::json!({"preferred_username": "alice@contoso.com"}));
         let at = jwt(serde_json::json!({"upn": "other@contoso.com"}));
-        assert_eq!(identity_of(Some(&id), &at).as_deref(), Some("alice@contoso.com"));
+        assert_eq!(
+            identity_of(Some(&id), &at).as_deref(),
+            Some("alice@contoso.com")
+        );
         assert_eq!(identity_of(None, &at).as_deref(), Some("other@contoso.com"));
         assert_eq!(identity_of(None, "ya29.opaque"), None);
         let app_only = jwt(serde_json::json!({"appid": "x", "upn": null}));
@@ -651,7 +652,11 @@ mod tests {
 
     #[test]
     fn endpoints_must_be_https_unless_loopback() {
-        assert!(check_endpoint("token_url", "https://login.microsoftonline.com/x/oauth2/v2.0/token").is_ok());
+        assert!(check_endpoint(
+            "token_url",
+            "https://login.microsoftonline.com/x/oauth2/v2.0/token"
+        )
+        .is_ok());
         assert!(check_endpoint("token_url", "http://127.0.0.1:8080/t").is_ok());
         assert!(check_endpoint("token_url", "http://localhost/t").is_ok());
         assert!(check_endpoint("token_url", "http://[::1]:9/t").is_ok());
@@ -663,7 +668,8 @@ mod tests {
 
     #[test]
     fn tenant_comes_from_the_path() {
-        let u = url::Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/token").unwrap();
+        let u =
+            url::Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/token").unwrap();
         assert_eq!(tenant_of(&u).as_deref(), Some("common"));
         let g = url::Url::parse("https://oauth2.googleapis.com/token").unwrap();
         assert_eq!(tenant_of(&g), None);
@@ -682,7 +688,10 @@ mod tests {
             device_authorization_url: Some(format!("{base}/contoso.com/oauth2/v2.0/devicecode")),
             client_id: "client-1".into(),
             client_secret: Some(Secret::new(SECRET)),
-            scopes: vec!["offline_access".into(), "https://outlook.office.com/SMTP.Send".into()],
+            scopes: vec![
+                "offline_access".into(),
+                "https://outlook.office.com/SMTP.Send".into(),
+            ],
             redirect_uri: "http://localhost:3017/".into(),
             redirect_port: 0,
             ca_file: None,
@@ -754,7 +763,10 @@ mod tests {
             .unwrap()
             .with_retry_policy(fast());
         let e = client.client_credentials().await.unwrap_err();
-        assert!(matches!(e, OAuthError::Unavailable { attempts: 3, .. }), "{e}");
+        assert!(
+            matches!(e, OAuthError::Unavailable { attempts: 3, .. }),
+            "{e}"
+        );
         assert_eq!(e.sysexit(), Sysexit::TempFail);
         assert!(e.to_string().contains("503"), "{e}");
         assert!(e.diagnosis().is_some());
@@ -765,7 +777,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}", l.local_addr().unwrap())
         };
-        let client = OAuthClient::new(endpoints(&dead)).unwrap().with_retry_policy(fast());
+        let client = OAuthClient::new(endpoints(&dead))
+            .unwrap()
+            .with_retry_policy(fast());
         let e = client.refresh(&Secret::new("rt")).await.unwrap_err();
         assert_eq!(e.sysexit(), Sysexit::TempFail, "{e}");
     }
@@ -816,12 +830,19 @@ mod tests {
         let server = TestServer::start(vec![Canned::html(404, "<h1>Not Found</h1>")]).await;
         let client = OAuthClient::new(endpoints(&server.base)).unwrap();
         let e = client.refresh(&Secret::new("rt")).await.unwrap_err();
-        assert!(matches!(e, OAuthError::UnexpectedResponse { status: 404, .. }), "{e}");
+        assert!(
+            matches!(e, OAuthError::UnexpectedResponse { status: 404, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("Not Found"));
 
         let mut ep = endpoints(&server.base);
         ep.client_secret = None;
-        let e = OAuthClient::new(ep).unwrap().client_credentials().await.unwrap_err();
+        let e = OAuthClient::new(ep)
+            .unwrap()
+            .client_credentials()
+            .await
+            .unwrap_err();
         assert_eq!(e.sysexit(), Sysexit::Config);
         assert!(e.to_string().contains("client_secret"), "{e}");
     }

@@ -91,13 +91,16 @@ impl OAuthClient {
                 }),
             })?;
         let expires_in = raw.expires_in.unwrap_or(900);
-        let message = raw.message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| {
-            format!(
-                "To sign in, use a web browser to open the page {} and enter the code {} to \
+        let message = raw
+            .message
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| {
+                format!(
+                    "To sign in, use a web browser to open the page {} and enter the code {} to \
                  authenticate.",
-                raw.verification_uri, raw.user_code
-            )
-        });
+                    raw.verification_uri, raw.user_code
+                )
+            });
         tracing::debug!(
             user_code = %raw.user_code,
             verification_uri = %raw.verification_uri,
@@ -232,11 +235,18 @@ mod tests {
         assert_eq!(t.refresh_token.unwrap().expose(), "rt");
         let r = server.received();
         assert_eq!(r[0].param("client_id"), Some("public-1"));
-        assert_eq!(r[1].param("grant_type"), Some("urn:ietf:params:oauth:grant-type:device_code"));
+        assert_eq!(
+            r[1].param("grant_type"),
+            Some("urn:ietf:params:oauth:grant-type:device_code")
+        );
         assert_eq!(r[1].param("device_code"), Some("DAQABAAEAAAD-device-code"));
         assert!(r[2].at - r[1].at >= Duration::from_millis(990));
         // After slow_down the interval is 1 + 5 seconds.
-        assert!(r[3].at - r[2].at >= Duration::from_millis(5990), "{:?}", r[3].at - r[2].at);
+        assert!(
+            r[3].at - r[2].at >= Duration::from_millis(5990),
+            "{:?}",
+            r[3].at - r[2].at
+        );
     }
 
     #[tokio::test]
@@ -246,14 +256,18 @@ mod tests {
             ("expired_token", 70020, "expired"),
             ("bad_verification_code", 70000, "not recognised"),
         ] {
-            let server = TestServer::start(vec![Canned::json(200, device_json(1)), err(error, code)]).await;
+            let server =
+                TestServer::start(vec![Canned::json(200, device_json(1)), err(error, code)]).await;
             let c = client(&server.base);
             let d = c.start_device().await.unwrap();
             let e = c.poll_device(&d).await.unwrap_err();
             assert_eq!(e.sysexit(), Sysexit::NoPerm);
             let diag = e.diagnosis().unwrap();
             assert!(diag.title.contains(words), "{error}: {diag}");
-            assert!(diag.fix.iter().any(|f| f.contains("mailgate login dev")), "{diag}");
+            assert!(
+                diag.fix.iter().any(|f| f.contains("mailgate login dev")),
+                "{diag}"
+            );
         }
     }
 
@@ -266,6 +280,8 @@ mod tests {
         .await;
         let d = client(&server.base).start_device().await.unwrap();
         assert_eq!(d.verification_uri, "https://www.google.com/device");
-        assert!(d.message.contains("https://www.google.com/device") && d.message.contains("ABC-DEF"));
+        assert!(
+            d.message.contains("https://www.google.com/device") && d.message.contains("ABC-DEF")
+        );
     }
 }

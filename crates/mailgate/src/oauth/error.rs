@@ -103,7 +103,9 @@ impl ProviderError {
 
     /// Builds the error of a redirect that came back with `error=...&error_description=...`
     /// (query parameters, already decoded).
-    pub fn from_redirect<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> ProviderError {
+    pub fn from_redirect<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> ProviderError {
         let mut error = String::new();
         let mut description = None;
         let mut codes = None;
@@ -125,7 +127,16 @@ impl ProviderError {
     /// A provider-shaped error for a condition detected locally (a device code that expired
     /// before the provider said so).
     pub fn local(error: &str, description: &str) -> ProviderError {
-        ProviderError::build(None, error.into(), Some(description.into()), None, None, None, None, None)
+        ProviderError::build(
+            None,
+            error.into(),
+            Some(description.into()),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -152,11 +163,15 @@ impl ProviderError {
             http_status,
             aadsts,
             suberror: suberror.filter(|s| !s.is_empty()),
-            trace_id: trace_id.filter(|s| !s.is_empty()).or_else(|| from_text("Trace ID:")),
+            trace_id: trace_id
+                .filter(|s| !s.is_empty())
+                .or_else(|| from_text("Trace ID:")),
             correlation_id: correlation_id
                 .filter(|s| !s.is_empty())
                 .or_else(|| from_text("Correlation ID:")),
-            timestamp: timestamp.filter(|s| !s.is_empty()).or_else(|| from_text("Timestamp:")),
+            timestamp: timestamp
+                .filter(|s| !s.is_empty())
+                .or_else(|| from_text("Timestamp:")),
             error,
             description,
         }
@@ -218,7 +233,10 @@ impl ProviderError {
 
     /// Whether the provider says to try again later (`temporarily_unavailable`, `server_error`).
     pub fn is_transient(&self) -> bool {
-        matches!(self.error.as_str(), "temporarily_unavailable" | "server_error")
+        matches!(
+            self.error.as_str(),
+            "temporarily_unavailable" | "server_error"
+        )
     }
 }
 
@@ -276,7 +294,7 @@ pub enum OAuthError {
     #[error("{step}: the identity provider refused: {provider}")]
     Refused {
         step: Step,
-        provider: ProviderError,
+        provider: Box<ProviderError>,
         diagnosis: Box<Diagnosis>,
     },
     /// The provider could not be reached, or kept answering 5xx/429, through every retry.
@@ -381,11 +399,19 @@ mod tests {
         assert_eq!(e.error, "invalid_client");
         assert_eq!(e.aadsts, Some(7000215));
         assert_eq!(e.code(), "AADSTS7000215");
-        assert!(e.summary().starts_with("AADSTS7000215: Invalid client secret provided."));
+        assert!(e
+            .summary()
+            .starts_with("AADSTS7000215: Invalid client secret provided."));
         assert!(!e.summary().contains("Trace ID"));
-        assert_eq!(e.trace_id.as_deref(), Some("0a1b2c3d-0000-4000-8000-000000000001"));
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("0a1b2c3d-0000-4000-8000-000000000001")
+        );
         let says = e.provider_says();
-        assert!(says.contains("Correlation ID: 5e6f7a8b-0000-4000-8000-000000000002"), "{says}");
+        assert!(
+            says.contains("Correlation ID: 5e6f7a8b-0000-4000-8000-000000000002"),
+            "{says}"
+        );
         assert!(e.to_string().starts_with("invalid_client: AADSTS7000215"));
     }
 
@@ -400,11 +426,15 @@ mod tests {
 
     #[test]
     fn parses_google_errors() {
-        let body = r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#;
+        let body =
+            r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#;
         let e = ProviderError::from_json(Some(400), body.as_bytes()).unwrap();
         assert_eq!(e.aadsts, None);
         assert_eq!(e.code(), "invalid_grant");
-        assert_eq!(e.to_string(), "invalid_grant: Token has been expired or revoked.");
+        assert_eq!(
+            e.to_string(),
+            "invalid_grant: Token has been expired or revoked."
+        );
         assert!(ProviderError::from_json(Some(502), b"<html>Bad gateway</html>").is_none());
     }
 
@@ -412,7 +442,10 @@ mod tests {
     fn parses_redirect_errors() {
         let e = ProviderError::from_redirect([
             ("error", "access_denied"),
-            ("error_description", "AADSTS65004: User declined to consent to access the app."),
+            (
+                "error_description",
+                "AADSTS65004: User declined to consent to access the app.",
+            ),
             ("state", "x"),
         ]);
         assert_eq!(e.aadsts, Some(65004));

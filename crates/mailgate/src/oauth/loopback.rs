@@ -421,15 +421,17 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         write_page(&mut stream, &outcome).await;
         let _ = written_tx.send(());
     } else {
-        let provider = ProviderError::from_redirect(
-            params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        let provider =
+            ProviderError::from_redirect(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let p = Page::failure(&format!(
             "The identity provider refused the sign-in: {}\nThe terminal explains what to do.",
             provider
         ));
         write_page(&mut stream, &p).await;
-        let _ = shared.events.send(Event::Callback(Callback::Error(provider))).await;
+        let _ = shared
+            .events
+            .send(Event::Callback(Callback::Error(provider)))
+            .await;
     }
 }
 
@@ -450,15 +452,16 @@ mod tests {
 
     #[tokio::test]
     async fn ignores_other_paths_and_wrong_state_then_takes_the_code() {
-        let l = LoopbackListener::bind("http://localhost:3017/", 0).await.unwrap();
+        let l = LoopbackListener::bind("http://localhost:3017/", 0)
+            .await
+            .unwrap();
         let port = l.port();
         assert_ne!(port, 0);
         assert_eq!(l.redirect_uri(), format!("http://localhost:{port}/"));
         let state = Secret::new("s3cr3t-state");
         let ctx = aadsts::Context::default();
-        let waiting = tokio::spawn(async move {
-            l.wait(&state, Duration::from_secs(10), &ctx).await
-        });
+        let waiting =
+            tokio::spawn(async move { l.wait(&state, Duration::from_secs(10), &ctx).await });
         // An idle connection must not hold anything up.
         let _idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let (st, _) = request(port, "/favicon.ico").await;
@@ -482,11 +485,14 @@ mod tests {
 
     #[tokio::test]
     async fn reports_provider_errors_and_times_out() {
-        let l = LoopbackListener::bind("http://127.0.0.1/cb", 0).await.unwrap();
+        let l = LoopbackListener::bind("http://127.0.0.1/cb", 0)
+            .await
+            .unwrap();
         let port = l.port();
         let state = Secret::new("st");
         let ctx = aadsts::Context::default();
-        let waiting = tokio::spawn(async move { l.wait(&state, Duration::from_secs(10), &ctx).await });
+        let waiting =
+            tokio::spawn(async move { l.wait(&state, Duration::from_secs(10), &ctx).await });
         let (st, body) = request(
             port,
             "/cb?error=access_denied&error_description=AADSTS65004%3A+User+declined+%3Cb%3E&state=st",
@@ -500,10 +506,16 @@ mod tests {
         assert_eq!(p.error, "access_denied");
         assert_eq!(p.aadsts, Some(65004));
 
-        let l = LoopbackListener::bind("http://localhost/", 0).await.unwrap();
+        let l = LoopbackListener::bind("http://localhost/", 0)
+            .await
+            .unwrap();
         let uri = l.redirect_uri().to_string();
         let e = l
-            .wait(&Secret::new("x"), Duration::from_millis(200), &aadsts::Context::default())
+            .wait(
+                &Secret::new("x"),
+                Duration::from_millis(200),
+                &aadsts::Context::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, OAuthError::Timeout { .. }));
@@ -520,7 +532,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, OAuthError::PortInUse { .. }), "{e}");
         assert!(e.to_string().contains(&port.to_string()));
-        let e = LoopbackListener::bind("https://example.com/cb", 0).await.unwrap_err();
+        let e = LoopbackListener::bind("https://example.com/cb", 0)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("loopback"), "{e}");
     }
 }

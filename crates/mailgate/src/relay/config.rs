@@ -227,7 +227,6 @@ impl RelayConfig {
         let table = top.table("relay", item, line)?;
         let s = Section::new(path, text, "relay");
         let mut c = RelayConfig::default();
-        let mut tls_lines = (None, None);
         for (key, item) in table.iter() {
             let line = s.key_line(table, key);
             match key {
@@ -245,10 +244,8 @@ impl RelayConfig {
                     }
                     if key == "tls_cert" {
                         c.tls_cert = Some(p);
-                        tls_lines.0 = line;
                     } else {
                         c.tls_key = Some(p);
-                        tls_lines.1 = line;
                     }
                 }
                 "hostname" => {

@@ -53,7 +53,15 @@ pub const RULE_KEYS: &[&str] = &[
 ];
 
 /// Keys allowed in an event's `mail = { ... }` table.
-pub const MAIL_KEYS: &[&str] = &["account", "from", "to", "cc", "subject", "body", "attach_files"];
+pub const MAIL_KEYS: &[&str] = &[
+    "account",
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "body",
+    "attach_files",
+];
 
 const ACTIONS: &[&str] = &["move", "copy"];
 const CONFLICTS: &[&str] = &["overwrite", "skip", "rename"];
@@ -170,7 +178,9 @@ impl RuleConfig {
     /// The destination folder for a scan at `at`.
     pub fn destination_dir(&self, at: &DateTime<Local>) -> PathBuf {
         let host = host_name();
-        let rendered = self.destination.render(|v| path_var(v, at, &self.name, &host));
+        let rendered = self
+            .destination
+            .render(|v| path_var(v, at, &self.name, &host));
         PathBuf::from(rendered)
     }
 
@@ -228,7 +238,10 @@ struct Patterns {
 
 impl Patterns {
     fn matches(&self, rel: &Path) -> bool {
-        let name = rel.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         if self.names.is_match(name.as_ref()) {
             return true;
         }
@@ -391,7 +404,13 @@ fn parse_rule(
             "min_age" => min_age = duration(&s, key, item, line)?,
             "on_success" | "on_error" => {
                 let ev = s.table(key, item, line)?;
-                let mail = event_mail(cx, &format!("{label}.{key}"), ev, key == "on_success", &["mail"])?;
+                let mail = event_mail(
+                    cx,
+                    &format!("{label}.{key}"),
+                    ev,
+                    key == "on_success",
+                    &["mail"],
+                )?;
                 if key == "on_success" {
                     on_success = Some(mail);
                 } else {
@@ -410,9 +429,15 @@ fn parse_rule(
                 let after_line = es.key_line(ev, "after");
                 let after = duration(&es, "after", after_item, after_line)?;
                 if after.is_zero() {
-                    return Err(es.invalid("after", after_item, after_line, "must be more than 0s"));
+                    return Err(es.invalid(
+                        "after",
+                        after_item,
+                        after_line,
+                        "must be more than 0s",
+                    ));
                 }
-                let mail = event_mail(cx, &format!("{label}.{key}"), ev, false, &["mail", "after"])?;
+                let mail =
+                    event_mail(cx, &format!("{label}.{key}"), ev, false, &["mail", "after"])?;
                 on_no_files = Some(NoFilesAction { after, mail });
             }
             other => return Err(s.unknown_key(other, item, line, RULE_KEYS)),
@@ -662,7 +687,12 @@ fn patterns(
     }
 }
 
-fn boolean(s: &Section<'_>, key: &str, item: &Item, line: Option<usize>) -> Result<bool, ConfigError> {
+fn boolean(
+    s: &Section<'_>,
+    key: &str,
+    item: &Item,
+    line: Option<usize>,
+) -> Result<bool, ConfigError> {
     item.as_bool()
         .ok_or_else(|| s.invalid(key, item, line, "expected true or false"))
 }
@@ -680,7 +710,12 @@ fn duration(
             .map_err(|_| s.invalid(key, item, line, "must not be negative"));
     }
     let Some(text) = item.as_str() else {
-        return Err(s.invalid(key, item, line, "expected a duration such as \"30s\", \"5m\" or \"2h\""));
+        return Err(s.invalid(
+            key,
+            item,
+            line,
+            "expected a duration such as \"30s\", \"5m\" or \"2h\"",
+        ));
     };
     humantime::parse_duration(text.trim()).map_err(|e| {
         s.invalid(
@@ -722,7 +757,10 @@ pub(crate) fn real_path(p: &Path) -> PathBuf {
             }
             return out;
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -744,7 +782,15 @@ impl fmt::Display for RuleConfig {
                 v.join(" ")
             }
         };
-        writeln!(f, "  include      {}", if self.include.is_empty() { "(all files)".into() } else { list(&self.include) })?;
+        writeln!(
+            f,
+            "  include      {}",
+            if self.include.is_empty() {
+                "(all files)".into()
+            } else {
+                list(&self.include)
+            }
+        )?;
         writeln!(f, "  exclude      {}", list(&self.exclude))?;
         writeln!(
             f,
@@ -785,6 +831,118 @@ impl fmt::Display for RuleConfig {
                 mail(&n.mail)
             ),
             None => write!(f, "  on_no_files  (no mail)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(rules: &str) -> Result<Config, String> {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            "default_account = \"work\"\nstate_dir = \"{state}\"\n\n[accounts.work]\nprovider = \"office365\"\n\
+             tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"0d5c7a43-6f0e-4b8e-9c1d-7e2a3b4c5d6e\"\n\
+             user = \"alice@contoso.com\"\n\n{rules}",
+            state = dir.join("mailgate-rules-unit").display()
+        );
+        Config::parse(&text, &dir.join("config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_minimal_rule_gets_the_defaults() {
+        let c = parse(
+            "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out/{yyyy}\"\n\
+             [rules.inv.on_error]\nmail = { to = [\"it@contoso.com\"] }\n",
+        )
+        .unwrap();
+        let r = &c.rules["inv"];
+        assert_eq!(r.action, super::Action::Move);
+        assert_eq!(r.conflict, super::Conflict::Rename);
+        assert_eq!(r.interval, super::DEFAULT_INTERVAL);
+        assert_eq!(r.min_age, super::DEFAULT_MIN_AGE);
+        assert!(!r.recursive);
+        let m = r.on_error.as_ref().unwrap();
+        assert_eq!(m.account, "work", "the default account sends");
+        assert_eq!(
+            m.subject.as_str(),
+            super::super::events::default_templates("on_error").0
+        );
+        assert!(r.on_success.is_none());
+        assert!(
+            r.wants_file(std::path::Path::new("anything.bin")),
+            "no include: every file"
+        );
+    }
+
+    #[test]
+    fn durations_and_patterns() {
+        let c = parse(
+            "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\ninterval = \"1h 30m\"\n\
+             min_age = 0\ninclude = [\"*.pdf\", \"sub/**/*.xml\"]\nexclude = \"draft-*\"\n",
+        )
+        .unwrap();
+        let r = &c.rules["inv"];
+        assert_eq!(r.interval, std::time::Duration::from_secs(5400));
+        assert!(r.min_age.is_zero());
+        let p = std::path::Path::new;
+        assert!(r.wants_file(p("x.pdf")));
+        assert!(
+            r.wants_file(p("deep/x.pdf")),
+            "a name pattern matches at any depth"
+        );
+        assert!(!r.wants_file(p("x.xml")));
+        assert!(r.wants_file(p("sub/a/b/x.xml")));
+        assert!(!r.wants_file(p("draft-1.pdf")));
+        assert!(!r.wants_dir(p("draft-folder")));
+    }
+
+    #[test]
+    fn mistakes_name_the_rule_and_the_key() {
+        let cases = [
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/in/{yyyy}\"\nrecursive = true\n",
+                "[rules.inv] destination = \"/data/in/{yyyy}\": is inside source",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/in/.\"\n",
+                "is the source folder itself",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\ninterval = \"soon\"\n",
+                "[rules.inv] interval = \"soon\"",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\naction = \"mvoe\"\n",
+                "expected one of move, copy",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\ninclude = [\"[a-\"]\n",
+                "[rules.inv] include = [\"[a-\"]: bad pattern",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\n[rules.inv.on_error]\nmail = { to = [\"it@contoso.com\"], attach_files = true }\n",
+                "only on_success can attach",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\n[rules.inv.on_no_files]\nmail = { to = [\"it@contoso.com\"] }\n",
+                "[rules.inv.on_no_files] after is missing",
+            ),
+            (
+                "[rules.inv]\nsource = \"/data/in\"\ndestination = \"/data/out\"\n[rules.inv.on_success]\nmail = { to = [\"not an address\"] }\n",
+                "is not an address",
+            ),
+            ("[rules.inv]\ndestination = \"/data/out\"\n", "[rules.inv] source is missing"),
+            (
+                "[rules.\"a b\"]\nsource = \"/data/in\"\ndestination = \"/data/out\"\n",
+                "a rule name may only use",
+            ),
+        ];
+        for (toml, needle) in cases {
+            let err = parse(toml).expect_err(toml);
+            assert!(err.contains(needle), "{toml}\n=> {err}");
+            assert!(err.contains("config.toml"), "{err}");
         }
     }
 }

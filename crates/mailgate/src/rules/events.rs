@@ -121,7 +121,15 @@ pub struct EventContext<'a> {
 }
 
 impl EventContext<'_> {
-    fn value(&self, v: Var, count: usize, files: &str, bytes: u64, errors: &str, extra: &NoFilesInfo) -> String {
+    fn value(
+        &self,
+        v: Var,
+        count: usize,
+        files: &str,
+        bytes: u64,
+        errors: &str,
+        extra: &NoFilesInfo,
+    ) -> String {
         match v {
             Var::Rule => self.rule.name.clone(),
             Var::Count => count.to_string(),
@@ -139,7 +147,13 @@ impl EventContext<'_> {
         }
     }
 
-    fn mail(&self, kind: EventKind, action: &MailAction, subject: String, body: String) -> EventMail {
+    fn mail(
+        &self,
+        kind: EventKind,
+        action: &MailAction,
+        subject: String,
+        body: String,
+    ) -> EventMail {
         EventMail {
             rule: self.rule.name.clone(),
             kind,
@@ -166,13 +180,26 @@ fn render(t: &Template, f: impl FnMut(Var) -> String) -> String {
 
 /// The On Success mail for `files`. With `attach_files`, the files are attached while they fit in
 /// [`ATTACH_LIMIT`]; the body names the ones left out.
-pub fn success_mail(cx: &EventContext<'_>, action: &MailAction, files: &[Transferred]) -> EventMail {
+pub fn success_mail(
+    cx: &EventContext<'_>,
+    action: &MailAction,
+    files: &[Transferred],
+) -> EventMail {
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     let list = file_list(files);
     let none = NoFilesInfo::default();
-    let subject = render(&action.subject, |v| cx.value(v, files.len(), &list, bytes, "", &none));
-    let mut body = render(&action.body, |v| cx.value(v, files.len(), &list, bytes, "", &none));
-    let mut mail = cx.mail(EventKind::Success, action, one_line(&subject), String::new());
+    let subject = render(&action.subject, |v| {
+        cx.value(v, files.len(), &list, bytes, "", &none)
+    });
+    let mut body = render(&action.body, |v| {
+        cx.value(v, files.len(), &list, bytes, "", &none)
+    });
+    let mut mail = cx.mail(
+        EventKind::Success,
+        action,
+        one_line(&subject),
+        String::new(),
+    );
     if action.attach_files {
         let mut total = 0u64;
         let mut left_out = Vec::new();
@@ -204,13 +231,21 @@ pub fn error_mail(cx: &EventContext<'_>, action: &MailAction, failures: &[Failur
         .collect::<Vec<_>>()
         .join("\n");
     let none = NoFilesInfo::default();
-    let subject = render(&action.subject, |v| cx.value(v, failures.len(), "", 0, &errors, &none));
-    let body = render(&action.body, |v| cx.value(v, failures.len(), "", 0, &errors, &none));
+    let subject = render(&action.subject, |v| {
+        cx.value(v, failures.len(), "", 0, &errors, &none)
+    });
+    let body = render(&action.body, |v| {
+        cx.value(v, failures.len(), "", 0, &errors, &none)
+    });
     cx.mail(EventKind::Error, action, one_line(&subject), body)
 }
 
 /// The On No Files mail: nothing taken since `since`.
-pub fn no_files_mail(cx: &EventContext<'_>, nf: &NoFilesAction, since: DateTime<Local>) -> EventMail {
+pub fn no_files_mail(
+    cx: &EventContext<'_>,
+    nf: &NoFilesAction,
+    since: DateTime<Local>,
+) -> EventMail {
     let info = NoFilesInfo {
         since: Some(since),
         after: Some(nf.after),
@@ -255,7 +290,11 @@ fn one_line(s: &str) -> String {
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
     if n < 1000 {
-        return if n == 1 { "1 byte".into() } else { format!("{n} bytes") };
+        return if n == 1 {
+            "1 byte".into()
+        } else {
+            format!("{n} bytes")
+        };
     }
     let mut v = n as f64;
     let mut unit = "";

@@ -171,7 +171,13 @@ pub struct Stability {
 
 impl Stability {
     /// How ready `c` is at `now` (monotonic) / `wall` (the clock modification times use).
-    pub fn assess(&mut self, c: &Candidate, min_age: Duration, now: Instant, wall: SystemTime) -> Readiness {
+    pub fn assess(
+        &mut self,
+        c: &Candidate,
+        min_age: Duration,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Readiness {
         let entry = self.seen.entry(c.path.clone()).or_insert((c.stamp, now));
         if entry.0 != c.stamp {
             *entry = (c.stamp, now);
@@ -242,7 +248,10 @@ mod tests {
         let t0 = Instant::now();
         let min = Duration::from_secs(5);
         let c = cand(10, wall - Duration::from_secs(3600));
-        assert!(matches!(s.assess(&c, min, t0, wall), Readiness::Settling { .. }));
+        assert!(matches!(
+            s.assess(&c, min, t0, wall),
+            Readiness::Settling { .. }
+        ));
         // It grew (a writer that keeps an old modification time): the watch starts again.
         let grown = cand(20, wall - Duration::from_secs(3600));
         let r = s.assess(&grown, min, t0 + Duration::from_secs(4), wall);
@@ -256,6 +265,9 @@ mod tests {
         let mut s = Stability::default();
         let wall = SystemTime::now();
         let c = cand(10, wall);
-        assert_eq!(s.assess(&c, Duration::ZERO, Instant::now(), wall), Readiness::Ready);
+        assert_eq!(
+            s.assess(&c, Duration::ZERO, Instant::now(), wall),
+            Readiness::Ready
+        );
     }
 }

@@ -200,12 +200,14 @@ impl RuleState {
     pub fn unfinished(&self) -> Result<Option<Inflight>, StateError> {
         let path = self.dir.join("inflight.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    message: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
@@ -265,7 +267,7 @@ impl RuleState {
     /// Rewrites the copy history with `entries` only (sources that still exist).
     pub fn rewrite_copied(&self, entries: &HashMap<PathBuf, Stamp>) -> Result<(), StateError> {
         let mut sorted: Vec<_> = entries.iter().collect();
-        sorted.sort();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::new();
         for (source, stamp) in sorted {
             let line = serde_json::to_string(&CopiedEntry {
@@ -343,24 +345,36 @@ fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)
         .map_err(io(path))?;
-    // A previous crash may have left a partial line: start on a fresh one.
-    let len = f.metadata().map_err(io(path))?.len();
-    if len > 0 {
-        let mut last = [0u8; 1];
-        let r = File::open(path).and_then(|mut r| {
-            use std::io::{Read, Seek, SeekFrom};
-            r.seek(SeekFrom::Start(len - 1))?;
-            r.read_exact(&mut last)
-        });
-        r.map_err(io(path))?;
-        if last[0] != b'\n' {
-            line.insert(0, '\n');
-        }
-    }
+    drop_torn_tail(&mut f).map_err(io(path))?;
     f.write_all(line.as_bytes()).map_err(io(path))?;
     f.sync_data().map_err(io(path))
+}
+
+/// A crash while appending may have left a partial last line: cut it off, so that the next line
+/// starts clean (the partial record was never acted upon).
+fn drop_torn_tail(f: &mut File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    let mut content = Vec::new();
+    f.seek(SeekFrom::Start(0))?;
+    f.read_to_end(&mut content)?;
+    let keep = content
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    f.set_len(keep as u64)
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old or the new content: a temporary file
@@ -369,7 +383,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
@@ -448,7 +464,10 @@ mod tests {
             source: "/in/a".into(),
             destination: "/out/a".into(),
             temp: Some("/out/.tmp".into()),
-            stamp: Stamp { size: 1, mtime_ns: -5 },
+            stamp: Stamp {
+                size: 1,
+                mtime_ns: -5,
+            },
             remove_source: true,
         };
         st.begin(&j).unwrap();

@@ -221,7 +221,7 @@ impl Template {
 
     /// Whether the template names `var`.
     pub fn uses(&self, var: Var) -> bool {
-        self.parts.iter().any(|p| *p == Part::Var(var))
+        self.parts.contains(&Part::Var(var))
     }
 
     /// The text with each placeholder replaced by `value(var)`.
@@ -249,7 +249,8 @@ mod tests {
 
     #[test]
     fn renders_placeholders_and_literal_braces() {
-        let t = Template::parse("{count} file(s) {{moved}} by {rule} }", TemplateKind::Mail).unwrap();
+        let t =
+            Template::parse("{count} file(s) {{moved}} by {rule} }", TemplateKind::Mail).unwrap();
         let s = t.render(|v| match v {
             Var::Count => "3".into(),
             Var::Rule => "invoices".into(),

@@ -78,7 +78,10 @@ impl TransferError {
     /// Whether the whole rule should stop (its state folder is unusable), rather than only this
     /// file being skipped.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, TransferError::State(_) | TransferError::Interrupted { .. })
+        matches!(
+            self,
+            TransferError::State(_) | TransferError::Interrupted { .. }
+        )
     }
 }
 
@@ -438,7 +441,10 @@ pub fn recover(state: &RuleState) -> Result<Option<Transferred>, StateError> {
         }
     }
     let source_there = fs::symlink_metadata(&j.source).is_ok();
-    let dest_size = fs::metadata(&j.destination).ok().filter(|m| m.is_file()).map(|m| m.len());
+    let dest_size = fs::metadata(&j.destination)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
     let done = match (source_there, dest_size) {
         // Both names exist: complete only when the destination holds the same bytes.
         (true, Some(_)) => same_content(&j.source, &j.destination).unwrap_or(false),
@@ -621,7 +627,9 @@ fn classify_place_error(source: &Path, target: &Path, e: io::Error) -> TransferE
 fn needs_copy(e: &io::Error) -> bool {
     if matches!(
         e.kind(),
-        io::ErrorKind::CrossesDevices | io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+        io::ErrorKind::CrossesDevices
+            | io::ErrorKind::Unsupported
+            | io::ErrorKind::PermissionDenied
     ) {
         return true;
     }
@@ -655,4 +663,251 @@ fn file_kind(meta: &fs::Metadata) -> &'static str {
         }
     }
     "not a regular file"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        src: PathBuf,
+        out: PathBuf,
+        state: RuleState,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in");
+        let out = dir.path().join("out");
+        fs::create_dir_all(&src).unwrap();
+        let state = RuleState::open(&dir.path().join("state"), "t").unwrap();
+        Fixture {
+            src,
+            out,
+            state,
+            _dir: dir,
+        }
+    }
+
+    fn job<'a>(f: &'a Fixture, path: &'a Path, action: Action, conflict: Conflict) -> Job<'a> {
+        Job {
+            rule: "t",
+            source: path,
+            dest_dir: &f.out,
+            file_name: path.file_name().unwrap(),
+            action,
+            conflict,
+            expected: Stamp::of(&fs::metadata(path).unwrap()),
+        }
+    }
+
+    #[test]
+    fn numbered_names_keep_the_extension() {
+        assert_eq!(numbered(OsStr::new("report.pdf"), 1), "report (1).pdf");
+        assert_eq!(numbered(OsStr::new("a.tar.gz"), 2), "a.tar (2).gz");
+        assert_eq!(numbered(OsStr::new("README"), 3), "README (3)");
+        assert_eq!(numbered(OsStr::new(".env"), 1), ".env (1)");
+    }
+
+    #[test]
+    fn move_renames_on_conflict_and_records_the_file() {
+        let f = fixture();
+        let p = f.src.join("a.pdf");
+        fs::write(&p, "new").unwrap();
+        fs::create_dir_all(&f.out).unwrap();
+        fs::write(f.out.join("a.pdf"), "old").unwrap();
+        let stop = AtomicBool::new(false);
+        let out = transfer(
+            &job(&f, &p, Action::Move, Conflict::Rename),
+            &f.state,
+            &NoProgress,
+            &stop,
+        )
+        .unwrap();
+        let dest = f.out.join("a (1).pdf");
+        assert_eq!(
+            out,
+            Outcome::Done {
+                destination: dest.clone(),
+                size: 3,
+                copied: false
+            }
+        );
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "new");
+        assert_eq!(fs::read_to_string(f.out.join("a.pdf")).unwrap(), "old");
+        assert!(!p.exists());
+        assert_eq!(f.state.unfinished().unwrap(), None, "the journal is closed");
+        assert_eq!(f.state.pending().unwrap()[0].destination, dest);
+    }
+
+    #[test]
+    fn copy_goes_through_a_temporary_file_and_keeps_the_time() {
+        let f = fixture();
+        let p = f.src.join("a.pdf");
+        fs::write(&p, vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let out = transfer(
+            &job(&f, &p, Action::Copy, Conflict::Skip),
+            &f.state,
+            &NoProgress,
+            &stop,
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Done { copied: true, .. }));
+        assert_eq!(
+            fs::read(f.out.join("a.pdf")).unwrap(),
+            fs::read(&p).unwrap()
+        );
+        assert_eq!(
+            fs::metadata(f.out.join("a.pdf"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            old
+        );
+        let names: Vec<_> = fs::read_dir(&f.out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![OsString::from("a.pdf")],
+            "no temporary file left"
+        );
+        assert!(f.state.copied().unwrap().contains_key(&p));
+        // Skip: the same name again is left alone.
+        let again = transfer(
+            &job(&f, &p, Action::Copy, Conflict::Skip),
+            &f.state,
+            &NoProgress,
+            &stop,
+        )
+        .unwrap();
+        assert!(matches!(again, Outcome::Skipped { .. }));
+    }
+
+    #[test]
+    fn a_vanished_file_is_an_error_not_a_panic() {
+        let f = fixture();
+        let p = f.src.join("a.pdf");
+        fs::write(&p, "x").unwrap();
+        let j = job(&f, &p, Action::Move, Conflict::Rename);
+        fs::remove_file(&p).unwrap();
+        let err = transfer(&j, &f.state, &NoProgress, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(err, TransferError::Vanished { .. }), "{err}");
+        assert!(err.to_string().contains("os error 2"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_changed_since_the_scan_is_left_for_later() {
+        let f = fixture();
+        let p = f.src.join("a.pdf");
+        fs::write(&p, "x").unwrap();
+        let j = job(&f, &p, Action::Move, Conflict::Rename);
+        fs::write(&p, "xy").unwrap();
+        let err = transfer(&j, &f.state, &NoProgress, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(err, TransferError::Changed { .. }), "{err}");
+        assert!(p.exists());
+    }
+
+    #[test]
+    fn a_stop_request_removes_the_partial_copy_and_leaves_the_source() {
+        let f = fixture();
+        let p = f.src.join("a.pdf");
+        fs::write(&p, vec![1u8; 2 * CHUNK]).unwrap();
+        let stop = AtomicBool::new(true);
+        let err = transfer(
+            &job(&f, &p, Action::Copy, Conflict::Rename),
+            &f.state,
+            &NoProgress,
+            &stop,
+        )
+        .unwrap_err();
+        assert!(matches!(err, TransferError::Interrupted { .. }));
+        assert!(p.exists());
+        assert_eq!(fs::read_dir(&f.out).unwrap().count(), 0);
+        assert_eq!(f.state.unfinished().unwrap(), None);
+    }
+
+    fn journal(f: &Fixture, name: &str, remove_source: bool) -> Inflight {
+        let src = f.src.join(name);
+        Inflight {
+            source: src.clone(),
+            destination: f.out.join(name),
+            temp: Some(f.out.join(format!("{TEMP_PREFIX}t-x"))),
+            stamp: Stamp::of(&fs::metadata(&src).unwrap()),
+            remove_source,
+        }
+    }
+
+    #[test]
+    fn recovery_after_a_crash_during_the_copy_removes_the_partial_file() {
+        let f = fixture();
+        fs::write(f.src.join("a.pdf"), "complete").unwrap();
+        let j = journal(&f, "a.pdf", true);
+        fs::create_dir_all(&f.out).unwrap();
+        fs::write(j.temp.as_ref().unwrap(), "comp").unwrap();
+        f.state.begin(&j).unwrap();
+        assert_eq!(recover(&f.state).unwrap(), None);
+        assert!(!j.temp.as_ref().unwrap().exists());
+        assert!(j.source.exists(), "the source is kept: it is taken again");
+        assert!(!j.destination.exists());
+        assert_eq!(f.state.unfinished().unwrap(), None);
+    }
+
+    #[test]
+    fn recovery_after_a_crash_between_rename_and_unlink_finishes_the_move() {
+        let f = fixture();
+        fs::write(f.src.join("a.pdf"), "complete").unwrap();
+        let j = journal(&f, "a.pdf", true);
+        fs::create_dir_all(&f.out).unwrap();
+        fs::write(&j.destination, "complete").unwrap();
+        f.state.begin(&j).unwrap();
+        let t = recover(&f.state).unwrap().expect("completed");
+        assert_eq!(t.destination, j.destination);
+        assert!(
+            !j.source.exists(),
+            "the source of a finished move is removed"
+        );
+        assert_eq!(fs::read_to_string(&j.destination).unwrap(), "complete");
+        assert_eq!(
+            f.state.pending().unwrap(),
+            vec![t],
+            "reported by the next success mail"
+        );
+    }
+
+    #[test]
+    fn recovery_never_removes_a_source_whose_destination_differs() {
+        let f = fixture();
+        fs::write(f.src.join("a.pdf"), "the new file").unwrap();
+        let j = journal(&f, "a.pdf", true);
+        fs::create_dir_all(&f.out).unwrap();
+        // An older file of the same name (overwrite crashed before its rename).
+        fs::write(&j.destination, "an old file!").unwrap();
+        f.state.begin(&j).unwrap();
+        assert_eq!(recover(&f.state).unwrap(), None);
+        assert_eq!(fs::read_to_string(&j.source).unwrap(), "the new file");
+    }
+
+    #[test]
+    fn recovery_of_an_interrupted_copy_records_it_as_copied() {
+        let f = fixture();
+        fs::write(f.src.join("a.pdf"), "data").unwrap();
+        let j = journal(&f, "a.pdf", false);
+        fs::create_dir_all(&f.out).unwrap();
+        fs::write(&j.destination, "data").unwrap();
+        f.state.begin(&j).unwrap();
+        assert!(recover(&f.state).unwrap().is_some());
+        assert!(j.source.exists(), "a copy keeps its source");
+        assert_eq!(f.state.copied().unwrap().get(&j.source), Some(&j.stamp));
+    }
 }

@@ -382,7 +382,7 @@ impl SmtpClient {
                     None => SmtpError::Io {
                         host,
                         stage: Stage::TlsHandshake,
-                        source: e,
+                        error: e,
                     },
                 });
             }
@@ -587,7 +587,7 @@ impl SmtpClient {
             }
             let reply = replies.next().expect("a reply per command sent");
             if *stage == Stage::Rset && reply.is_positive() {
-                self.needs_reset = false;
+                // needs_reset stays set: the MAIL FROM that followed starts a new transaction.
                 continue;
             }
             if !reply.is_positive() {
@@ -698,12 +698,12 @@ impl SmtpClient {
     async fn write_raw(&mut self, data: &[u8], stage: Stage) -> Result<(), SmtpError> {
         match timeout(self.settings.read_timeout, self.stream.write_all(data)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => {
+            Ok(Err(error)) => {
                 self.broken = true;
                 Err(SmtpError::Io {
                     host: self.settings.host.clone(),
                     stage,
-                    source,
+                    error,
                 })
             }
             Err(_) => {
@@ -745,12 +745,12 @@ impl SmtpClient {
                         after: self.settings.read_timeout,
                     });
                 }
-                Ok(Err(source)) => {
+                Ok(Err(error)) => {
                     self.broken = true;
                     return Err(SmtpError::Io {
                         host: self.settings.host.clone(),
                         stage,
-                        source,
+                        error,
                     });
                 }
                 Ok(Ok(n)) => n,
@@ -760,7 +760,7 @@ impl SmtpClient {
                 return Err(SmtpError::Io {
                     host: self.settings.host.clone(),
                     stage,
-                    source: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
+                    error: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
                 });
             }
             self.rbuf.extend_from_slice(&chunk[..n]);

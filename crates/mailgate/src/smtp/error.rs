@@ -81,12 +81,11 @@ impl fmt::Display for RecipientFailure {
 #[non_exhaustive]
 pub enum SmtpError {
     /// The TCP connection could not be opened (refused, unreachable, name not found).
-    #[error("cannot connect to {host}:{port}: {source}")]
+    #[error("cannot connect to {host}:{port}: {error}")]
     Connect {
         host: String,
         port: u16,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
         diagnosis: Box<Diagnosis>,
     },
     /// The TCP connection (or the TLS handshake) did not complete in time.
@@ -105,12 +104,11 @@ pub enum SmtpError {
         after: Duration,
     },
     /// The connection broke (or the server closed it) during a stage.
-    #[error("the connection to {host} was lost during {stage}: {source}")]
+    #[error("the connection to {host} was lost during {stage}: {error}")]
     Io {
         host: String,
         stage: Stage,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TLS handshake failed (an untrusted or mismatched certificate, no common protocol).
     #[error("TLS with {host} failed: {message}")]
@@ -139,7 +137,7 @@ pub enum SmtpError {
         diagnosis: Box<Diagnosis>,
     },
     /// The server refused a command, or the message.
-    #[error("{host} refused {stage}: {reply}")]
+    #[error("{host} refused {stage}: {}", short(&reply.to_string()))]
     Rejected {
         host: String,
         stage: Stage,
@@ -251,6 +249,19 @@ impl HasSysexit for SmtpError {
     }
 }
 
+/// A long reply cut for the one-line error message (the diagnosis shows it whole).
+fn short(text: &str) -> String {
+    const MAX: usize = 160;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// The status for a set of refused recipients: transient only when every refusal is transient,
 /// so that a caller retrying later has a chance to succeed.
 pub fn worst_status(refused: &[RecipientFailure]) -> Sysexit {
@@ -268,12 +279,12 @@ pub fn worst_status(refused: &[RecipientFailure]) -> Sysexit {
 }
 
 impl SmtpError {
-    pub(crate) fn connect(host: &str, port: u16, source: std::io::Error) -> SmtpError {
-        let diagnosis = diagnose::smtp::connect_failure(host, port, &source);
+    pub(crate) fn connect(host: &str, port: u16, error: std::io::Error) -> SmtpError {
+        let diagnosis = diagnose::smtp::connect_failure(host, port, &error);
         SmtpError::Connect {
             host: host.into(),
             port,
-            source,
+            error,
             diagnosis: Box::new(diagnosis),
         }
     }

@@ -288,3 +288,160 @@ pub fn forget(config: &Config, account: &str) -> Result<Vec<String>, TokenError>
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use m365_sim::{contoso, Event, SimConfig, Simulator};
+
+    use super::*;
+    use crate::tokens::{FileStore, DEFAULT_MIN_VALID};
+
+    fn refreshes(sim: &Simulator) -> usize {
+        sim.events()
+            .iter()
+            .filter(|l| {
+                matches!(&l.event, Event::TokenRequest { grant_type, outcome, .. }
+                    if grant_type == "refresh_token" && outcome == "ok")
+            })
+            .count()
+    }
+
+    /// A device-code account on the simulator, signed in, with its tokens in a file store.
+    async fn signed_in(sim: &Simulator, dir: &Path) -> TokenManager {
+        let t = contoso::TENANT_DOMAIN;
+        let text = format!(
+            "token_store = \"file\"\nstate_dir = \"{state}\"\n[accounts.dev]\n\
+             tenant = \"{t}\"\nclient_id = \"{id}\"\nflow = \"device_code\"\nuser = \"{user}\"\n\
+             authorize_url = \"{a}\"\ntoken_url = \"{tok}\"\ndevice_authorization_url = \"{d}\"\n",
+            state = dir.display(),
+            id = contoso::PUBLIC_APP_ID,
+            user = contoso::ALICE,
+            a = sim.authorize_url(t),
+            tok = sim.token_url(t),
+            d = sim.devicecode_url(t),
+        );
+        let config = Config::parse(&text, &dir.join("config.toml")).unwrap();
+        let account = config.account(None).unwrap();
+        let client = OAuthClient::new(account.oauth_endpoints().unwrap()).unwrap();
+        let device = client.start_device().await.unwrap();
+        let resp = client.poll_device(&device).await.unwrap();
+        let manager = TokenManager::with_store(
+            account.clone(),
+            Box::new(FileStore::new(config.tokens_dir())),
+            lock_path(&config, "dev"),
+        );
+        manager
+            .save(&TokenSet::from_response(Flow::DeviceCode, &account.client_id, &resp))
+            .await
+            .unwrap();
+        manager
+    }
+
+    /// A manager over the same store and lock but with nothing in memory, as another process
+    /// would have.
+    fn another_process(manager: &TokenManager, dir: &Path) -> TokenManager {
+        TokenManager::with_store(
+            manager.account().clone(),
+            Box::new(FileStore::new(dir.join("tokens"))),
+            manager.lock_path().to_path_buf(),
+        )
+    }
+
+    fn expire_stored(manager: &TokenManager) {
+        let mut set = manager.load().unwrap().unwrap();
+        set.expires_at = Some(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
+        manager.store().save("dev", &set).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_refresh_and_the_rotation_is_stored() {
+        let sim = Simulator::start(SimConfig::default().device_poll_interval_secs(1))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Arc::new(signed_in(&sim, dir.path()).await);
+        let first = manager.load().unwrap().unwrap();
+
+        // Valid: served as stored, no refresh.
+        let at = manager.access_token(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(Some(&at), first.access_token.as_ref());
+        assert_eq!(refreshes(&sim), 0);
+
+        // A fresh manager (as another process would be) with an expired stored token: eight
+        // concurrent callers, one refresh.
+        expire_stored(&manager);
+        let other = Arc::new(another_process(&manager, dir.path()));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let m = other.clone();
+                tokio::spawn(async move { m.access_token(DEFAULT_MIN_VALID).await })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for t in tasks {
+            tokens.push(t.await.unwrap().unwrap());
+        }
+        assert_eq!(refreshes(&sim), 1);
+        let stored = other.load().unwrap().unwrap();
+        assert!(tokens.iter().all(|t| Some(t) == stored.access_token.as_ref()));
+        assert_ne!(stored.refresh_token, first.refresh_token, "rotation stored");
+
+        // The first manager's memory holds the old token, still "valid" by its clock: a server
+        // rejection makes it force a refresh, which finds the other manager's newer token
+        // instead of burning another refresh token.
+        let forced = manager.force_refresh().await.unwrap();
+        assert_eq!(Some(&forced), stored.access_token.as_ref());
+        assert_eq!(refreshes(&sim), 1);
+        // Forced again with that token rejected: a real refresh with the stored (rotated)
+        // refresh token, which the simulator accepts.
+        let again = manager.force_refresh().await.unwrap();
+        assert_ne!(again, forced);
+        assert_eq!(refreshes(&sim), 2);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoked_refresh_token_is_an_error_naming_login() {
+        let sim = Simulator::start(SimConfig::default().device_poll_interval_secs(1))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let manager = signed_in(&sim, dir.path()).await;
+        expire_stored(&manager);
+        sim.revoke_refresh_tokens();
+        let err = another_process(&manager, dir.path())
+            .access_token(DEFAULT_MIN_VALID)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Refresh { .. }), "{err:?}");
+        use crate::sysexits::HasSysexit;
+        assert_eq!(err.sysexit(), crate::Sysexit::NoPerm);
+        let chain = format!("{:#}", DisplayChain(&err));
+        assert!(chain.contains("mailgate login dev"), "{chain}");
+        // Nothing was overwritten: the stored set is as it was.
+        assert!(manager.load().unwrap().unwrap().refresh_token.is_some());
+        sim.shutdown().await;
+    }
+
+    /// Formats an error with its sources, as the CLI does.
+    struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+    impl std::fmt::Display for DisplayChain<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut cur = self.0.source();
+            while let Some(e) = cur {
+                write!(f, ": {e}")?;
+                cur = e.source();
+            }
+            if let Some(d) = crate::diagnose::of_error(
+                self.0.source().unwrap_or(self.0),
+            ) {
+                write!(f, "\n{d}")?;
+            }
+            Ok(())
+        }
+    }
+}
