@@ -40,7 +40,11 @@ fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
-        let value = || args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", args[i]));
+        let value = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{} needs a number", args[i]))
+        };
         match args[i].as_str() {
             "--messages" => o.messages = value(),
             "--processes" => o.processes = value(),
@@ -124,22 +128,35 @@ fn timed(cmd: &mut Command, input: &[u8]) -> Duration {
 
 fn main() {
     let opts = options();
-    let dir = tempfile::Builder::new().prefix("mailgate-bench-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("mailgate-bench-")
+        .tempdir()
+        .unwrap();
     let mut sim_config = SimConfig::default().mail_dir(dir.path().join("mail"));
     sim_config.daily_recipient_limit = usize::MAX / 2;
     let sim = Simulator::start_blocking(sim_config).expect("simulator starts");
     let ca = dir.path().join("ca.pem");
     sim.write_ca_file(&ca).unwrap();
     let config_path = write_config(dir.path(), &sim, &ca);
-    let profile = if cfg!(debug_assertions) { "debug" } else { "optimised" };
-    println!("mailgate SMTP benchmark: simulator on 127.0.0.1, STARTTLS + XOAUTH2, {profile} build");
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "optimised"
+    };
+    println!(
+        "mailgate SMTP benchmark: simulator on 127.0.0.1, STARTTLS + XOAUTH2, {profile} build"
+    );
 
     // Get the app token once, so that every variant below uses the same cached token.
     let token = Command::new(MAILGATE)
         .args(["--config", config_path.to_str().unwrap(), "token", "app"])
         .output()
         .unwrap();
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
 
     // 1. A batch over one connection, through the library (what the relay does).
     let config = Config::load(Some(&config_path)).unwrap();
@@ -158,27 +175,45 @@ fn main() {
             .unwrap()
         })
         .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let before = sim.messages().len();
     let start = Instant::now();
     let results = runtime.block_on(sender.send_batch(&messages)).unwrap();
     let batch = start.elapsed();
     let failed = results.iter().filter(|r| r.is_err()).count();
-    assert_eq!(failed, 0, "batch messages failed: {:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(
+        failed,
+        0,
+        "batch messages failed: {:?}",
+        results.iter().find(|r| r.is_err())
+    );
     assert_eq!(sim.messages().len() - before, opts.messages);
     let batch_rate = opts.messages as f64 / batch.as_secs_f64();
 
     // 2. One process per message.
     let sendmail = |cmd: &mut Command| {
-        cmd.args(["--config", config_path.to_str().unwrap(), "sendmail", "--account", "app", "bob@contoso.com"])
-            .env("HOME", dir.path());
+        cmd.args([
+            "--config",
+            config_path.to_str().unwrap(),
+            "sendmail",
+            "--account",
+            "app",
+            "bob@contoso.com",
+        ])
+        .env("HOME", dir.path());
     };
     let before = sim.messages().len();
     let start = Instant::now();
     for i in 0..opts.processes {
         let mut cmd = Command::new(MAILGATE);
         sendmail(&mut cmd);
-        timed(&mut cmd, format!("Subject: process message {i}\n\nA small message.\n").as_bytes());
+        timed(
+            &mut cmd,
+            format!("Subject: process message {i}\n\nA small message.\n").as_bytes(),
+        );
     }
     let per_process = start.elapsed();
     assert_eq!(sim.messages().len() - before, opts.processes);
@@ -197,12 +232,17 @@ fn main() {
         per_process.as_secs_f64(),
         process_rate
     );
-    println!("ratio: one connection sends {:.1}x as many messages per second", batch_rate / process_rate);
+    println!(
+        "ratio: one connection sends {:.1}x as many messages per second",
+        batch_rate / process_rate
+    );
 
     // 3. mailgate sendmail versus msmtp, one message each, alternating.
     let msmtp = which("msmtp");
     let Some(msmtp) = msmtp else {
-        println!("\nmsmtp not found (Debian: apt-get install msmtp): mailgate sendmail vs msmtp skipped");
+        println!(
+            "\nmsmtp not found (Debian: apt-get install msmtp): mailgate sendmail vs msmtp skipped"
+        );
         return;
     };
     let msmtprc = dir.path().join("msmtprc");
@@ -229,15 +269,22 @@ fn main() {
         sendmail(&mut cmd);
         ours.push(timed(&mut cmd, input));
         let mut cmd = Command::new(&msmtp);
-        cmd.args(["-C", msmtprc.to_str().unwrap(), "bob@contoso.com"]).env("HOME", dir.path());
+        cmd.args(["-C", msmtprc.to_str().unwrap(), "bob@contoso.com"])
+            .env("HOME", dir.path());
         theirs.push(timed(&mut cmd, input));
     }
     assert_eq!(sim.messages().len() - before, 2 * opts.rounds);
     let (ours, theirs) = (median(ours), median(theirs));
     println!();
     println!("one message, median of {} runs each:", opts.rounds);
-    println!("  mailgate sendmail:                              {:>10}", ms(ours));
-    println!("  msmtp (passwordeval `mailgate token`, xoauth2): {:>10}", ms(theirs));
+    println!(
+        "  mailgate sendmail:                              {:>10}",
+        ms(ours)
+    );
+    println!(
+        "  msmtp (passwordeval `mailgate token`, xoauth2): {:>10}",
+        ms(theirs)
+    );
     println!(
         "ratio: msmtp takes {:.2}x the time of mailgate sendmail",
         theirs.as_secs_f64() / ours.as_secs_f64()

@@ -24,6 +24,53 @@ pub struct Faults {
     pub quota_exceeded: bool,
     /// Every SMTP connection is closed right after it is accepted, as when a firewall drops them.
     pub smtp_reject_connections: bool,
+    /// Answers one step of the SMTP dialogue with this exact reply instead of the usual one, for
+    /// replies nothing above produces (`421 4.7.66` old TLS, `550 5.7.708` IP blocked, `550 5.7.60`
+    /// Send As, `550 5.1.1` unknown recipient...). A `421` reply closes the connection.
+    pub smtp_forced_reply: Option<ForcedReply>,
+}
+
+/// A reply [`Faults::smtp_forced_reply`] puts in place of the usual one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForcedReply {
+    /// Where in the dialogue.
+    pub at: SmtpStep,
+    /// The whole reply line(s), without the final CRLF (`550 5.7.708 Access denied...`).
+    pub reply: String,
+    /// For [`SmtpStep::RcptTo`]: only this recipient (any when `None`).
+    #[serde(default)]
+    pub recipient: Option<String>,
+}
+
+/// A step of the SMTP dialogue.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpStep {
+    /// EHLO once TLS is on.
+    Ehlo,
+    /// AUTH (the final reply).
+    Auth,
+    /// MAIL FROM.
+    MailFrom,
+    /// RCPT TO.
+    RcptTo,
+    /// The reply after the message data.
+    Message,
+}
+
+impl Faults {
+    /// The forced reply for `step` (and `recipient`, for RCPT TO), if one is set.
+    pub fn forced_reply(&self, step: SmtpStep, recipient: Option<&str>) -> Option<String> {
+        let f = self.smtp_forced_reply.as_ref()?;
+        if f.at != step {
+            return None;
+        }
+        match (&f.recipient, recipient) {
+            (Some(want), Some(got)) if !want.eq_ignore_ascii_case(got) => None,
+            _ => Some(f.reply.clone()),
+        }
+    }
 }
 
 /// A token endpoint fault.

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 pub use config::{Mode, SimConfig};
 pub use directory::{App, Directory, SharedMailbox, User};
 pub use events::{Event, Logged};
-pub use faults::{EndpointFault, Faults};
+pub use faults::{EndpointFault, Faults, ForcedReply, SmtpStep};
 pub use mailbox::DeliveredMessage;
 
 /// Why the simulator could not start or do what was asked.

@@ -47,6 +47,9 @@ pub(crate) async fn serve(
                         drop(socket);
                         continue;
                     }
+                    // Replies are written one by one; without this, Nagle holds the second reply
+                    // of a pipelined group until the client's delayed ACK (about 40 ms).
+                    let _ = socket.set_nodelay(true);
                     tokio::spawn(session::handle(
                         socket,
                         peer,

@@ -114,8 +114,10 @@ fn send_as_denied() {
 
 #[test]
 fn sender_thread_limit() {
-    let mut config = SimConfig::default();
-    config.max_connections_per_mailbox = 0;
+    let config = SimConfig {
+        max_connections_per_mailbox: 0,
+        ..SimConfig::default()
+    };
     let env = TestEnv::with_sim(config);
     env.login("work");
     send(&env)
@@ -139,8 +141,10 @@ fn daily_quota() {
 
 #[test]
 fn message_too_large_for_the_mailbox() {
-    let mut config = SimConfig::default();
-    config.max_message_size = 2000;
+    let config = SimConfig {
+        max_message_size: 2000,
+        ..SimConfig::default()
+    };
     let env = TestEnv::with_sim(config);
     env.login("work");
     let big = "x".repeat(5000);
@@ -185,8 +189,10 @@ fn gmail_refuses_the_token_with_its_334_challenge() {
 
 #[test]
 fn gmail_thread_limit_and_quota() {
-    let mut config = SimConfig::gmail();
-    config.max_connections_per_mailbox = 0;
+    let config = SimConfig {
+        max_connections_per_mailbox: 0,
+        ..SimConfig::gmail()
+    };
     let env = gmail_env(config);
     env.login("work");
     send(&env)
@@ -258,4 +264,134 @@ fn test_checklist_stops_at_the_first_failure() {
         .assert_code(77)
         .assert_output_contains("✗ Access token")
         .assert_output_contains("mailgate login");
+}
+
+/// Every entry of the library's catalogue, provoked through the simulator by making it answer
+/// with the entry's sample reply at the step where the provider sends it: the user reads the
+/// diagnosis (with its code) and the provider's exact words, and the exit status is the one the
+/// catalogue promises.
+#[test]
+fn every_catalogue_entry_through_the_binary() {
+    use m365_sim::{ForcedReply, SmtpStep};
+    use mailgate::diagnose::smtp::CATALOGUE;
+    use mailgate::smtp::Stage;
+
+    let env = TestEnv::new();
+    env.login("work");
+    for entry in CATALOGUE {
+        let at = match entry.stage {
+            Stage::Ehlo => SmtpStep::Ehlo,
+            Stage::Auth => SmtpStep::Auth,
+            Stage::MailFrom => SmtpStep::MailFrom,
+            Stage::RcptTo => SmtpStep::RcptTo,
+            Stage::Message => SmtpStep::Message,
+            other => panic!("no simulator step for {other:?}"),
+        };
+        let reply = entry.sample.replace('\n', "\r\n");
+        env.sim.set_faults(|f| {
+            f.smtp_forced_reply = Some(ForcedReply {
+                at,
+                reply,
+                recipient: None,
+            })
+        });
+        let run = send(&env);
+        let first_line = entry.sample.lines().next().unwrap();
+        assert_eq!(
+            run.code,
+            Some(entry.sysexit.code()),
+            "{}\n{run}",
+            entry.sample
+        );
+        run.assert_output_contains(&format!("({})\n", entry.code))
+            .assert_output_contains(first_line)
+            .assert_output_contains("  Fix:");
+    }
+    env.sim.set_faults(|f| f.smtp_forced_reply = None);
+    assert!(env.delivered().is_empty());
+}
+
+#[test]
+fn replies_only_a_forced_fault_produces() {
+    use m365_sim::{ForcedReply, SmtpStep};
+    let env = TestEnv::new();
+    env.login("work");
+    let force = |at, reply: &str, recipient: Option<&str>| {
+        let (reply, recipient) = (reply.to_string(), recipient.map(str::to_string));
+        env.sim.set_faults(move |f| {
+            f.smtp_forced_reply = Some(ForcedReply {
+                at,
+                reply,
+                recipient,
+            })
+        });
+    };
+    // Send As refused with Exchange's other wording: the names come from the session.
+    force(
+        SmtpStep::Message,
+        "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+        None,
+    );
+    env.run(&[
+        "send",
+        "--from",
+        "sales@contoso.com",
+        "--to",
+        "bob@contoso.com",
+        "--subject",
+        "x",
+        "--body",
+        "x",
+    ])
+    .assert_code(77)
+    .assert_output_contains(
+        "alice@contoso.com is not allowed to send as sales@contoso.com (missing \"Send As\")",
+    );
+    // TLS 1.0/1.1 refused (a TLS-inspecting middlebox): 75, and what to do about it.
+    force(SmtpStep::Ehlo, "421 4.7.66 TLS 1.0 and 1.1 are not supported. Please upgrade/update your client to support TLS 1.2. Visit https://aka.ms/smtp_auth_tls.", None);
+    send(&env)
+        .assert_code(75)
+        .assert_output_contains("TLS-inspecting proxy");
+    // Tenant/IP restriction.
+    force(
+        SmtpStep::MailFrom,
+        "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP.",
+        None,
+    );
+    send(&env)
+        .assert_code(77)
+        .assert_output_contains("does not accept mail from this IP address");
+    // One unknown recipient among two: the other gets the message, the exit status says 69.
+    force(
+        SmtpStep::RcptTo,
+        "550 5.1.1 User unknown",
+        Some("nobody@fabrikam.com"),
+    );
+    env.run(&[
+        "send",
+        "--to",
+        "bob@contoso.com",
+        "--to",
+        "nobody@fabrikam.com",
+        "--subject",
+        "x",
+        "--body",
+        "x",
+    ])
+    .assert_code(69)
+    .assert_output_contains("Sent to bob@contoso.com")
+    .assert_output_contains("nobody@fabrikam.com: 550 5.1.1 User unknown")
+    .assert_output_contains("The server refused the recipient nobody@fabrikam.com");
+    assert_eq!(env.delivered().len(), 1);
+    // A reply mailgate does not know: verbatim, with its enhanced code.
+    force(
+        SmtpStep::Message,
+        "550 5.4.317 Message expired, cannot process",
+        None,
+    );
+    send(&env)
+        .assert_code(69)
+        .assert_output_contains("(5.4.317)")
+        .assert_output_contains("no explanation for this reply")
+        .assert_output_contains("550 5.4.317 Message expired, cannot process");
 }

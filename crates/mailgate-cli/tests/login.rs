@@ -164,6 +164,8 @@ fn device_code_end_to_end() {
 }
 
 /// Starts `mailgate login ACCOUNT` for a device code and returns it with the user code it showed.
+// The child is handed to the caller, who waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_device_login(env: &TestEnv, account: &str) -> (std::process::Child, String, String) {
     let mut child = env
         .cmd(&["login", account])
@@ -765,7 +767,7 @@ impl Chromium {
                 return v;
             }
             let page =
-                self.eval("location.href + ' ' + (document.body ? document.body.innerText : '')");
+                self.eval("location.href + ' ' + (document.body ? document.body.textContent : '')");
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}; page: {page}"
@@ -813,8 +815,8 @@ fn a_real_browser_signs_in_through_the_sign_in_page() {
     );
     browser.eval("document.querySelector('#approve').click(); true");
     let landed = browser.wait_for(
-        "location.href.startsWith('http://localhost:') && document.querySelector('#result') \
-         ? location.href.split('?')[0] + ' | ' + document.body.innerText : ''",
+        "location.href.startsWith('http://localhost:') && document.readyState === 'complete' \
+         && document.querySelector('#result') ? location.href.split('?')[0] + ' | ' + document.body.textContent : ''",
         "the loopback listener's page",
     );
     let landed = landed.as_str().unwrap().to_string();
@@ -826,4 +828,45 @@ fn a_real_browser_signs_in_through_the_sign_in_page() {
     run.assert_output_contains(&format!("authorized as {}", contoso::ALICE));
     assert_no_secrets(&env, &run, "work");
     assert!(stored(&env, "work")["refresh_token"].is_string());
+}
+
+#[test]
+fn gmail_authorization_code_gets_a_refresh_token() {
+    let env = TestEnv::with_sim(SimConfig::gmail());
+    config_with(&env, "work", &[("tenant", "")]);
+    let (child, url) = env.start_login("work", &[]);
+    assert!(url.contains("access_type=offline"), "{url}");
+    let page = common::play_browser(&url);
+    assert!(page.contains("Signed in"), "{page}");
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_success();
+    // Google's token for mail.google.com alone names nobody (no id_token, opaque token).
+    run.assert_output_contains("Signed in: work is authorized");
+    run.assert_output_contains("https://mail.google.com/");
+    assert_no_secrets(&env, &run, "work");
+    assert!(stored(&env, "work")["refresh_token"].is_string());
+}
+
+#[test]
+fn device_code_wait_is_bounded_by_timeout() {
+    let env = TestEnv::with_sim(
+        SimConfig::default()
+            .device_poll_interval_secs(1)
+            .auto_approve(false),
+    );
+    config_with(
+        &env,
+        "dev",
+        &[
+            ("flow", &q("device_code")),
+            ("client_id", &q(contoso::PUBLIC_APP_ID)),
+            ("client_secret", ""),
+        ],
+    );
+    let started = Instant::now();
+    let run = env.run(&["login", "dev", "--timeout", "2"]);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    run.assert_code(75);
+    run.assert_output_contains("within 2s");
+    run.assert_output_contains("mailgate login dev");
 }

@@ -1,5 +1,6 @@
 //! `mailgate rules`: file-transfer rules with On Success / On Error / On No Files mail, on temp
 //! directories against the simulator.
+#![cfg(unix)] // symbolic links, SIGTERM and /dev/shm
 
 mod common;
 
@@ -130,17 +131,31 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A `mailgate rules run` in the background, killed when dropped (also when a test fails).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `mailgate rules run ARGS` in the background, output to files in the temp dir.
-fn spawn_run(env: &TestEnv, args: &[&str]) -> Child {
+fn spawn_run(env: &TestEnv, args: &[&str]) -> Running {
     let mut all = vec!["rules", "run"];
     all.extend_from_slice(args);
     let out = fs::File::create(env.path("run.stdout")).unwrap();
     let err = fs::File::create(env.path("run.stderr")).unwrap();
-    env.cmd(&all)
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("mailgate rules run starts")
+    Running(
+        env.cmd(&all)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("mailgate rules run starts"),
+    )
 }
 
 fn run_output(env: &TestEnv) -> String {
@@ -151,7 +166,8 @@ fn run_output(env: &TestEnv) -> String {
     )
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+fn terminate(running: &mut Running) -> std::process::ExitStatus {
+    let child = &mut running.0;
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -379,6 +395,34 @@ min_age = "2s"
 }
 
 #[test]
+fn a_running_rule_takes_new_files_without_waiting_for_its_interval() {
+    // An interval of an hour: only file-system events (and the rescan when a file being written
+    // becomes old enough) can get the file moved within the test's seconds.
+    let env = env_with_rules(
+        r#"
+[rules.watched]
+source = "{in}"
+destination = "{out}"
+recursive = true
+interval = "1h"
+min_age = "1s"
+"#,
+    );
+    let mut child = spawn_run(&env, &[]);
+    std::thread::sleep(Duration::from_millis(700)); // the first scan has run
+    write(&env.path("in/sub/new.pdf"), b"arrived after the first scan");
+    wait_for("the new file to move", Duration::from_secs(10), || {
+        env.path("out/sub/new.pdf").exists()
+    });
+    assert_eq!(
+        read(&env.path("out/sub/new.pdf")),
+        "arrived after the first scan"
+    );
+    let status = terminate(&mut child);
+    assert!(status.success(), "{}", run_output(&env));
+}
+
+#[test]
 fn a_file_that_cannot_be_read_is_mailed_by_on_error_while_the_others_move() {
     let env = env_with_rules(
         r#"
@@ -474,7 +518,7 @@ destination = "{out}"
 min_age = "0s"
 
 [rules.daily.on_no_files]
-after = "2s"
+after = "3s"
 mail = { to = ["ops@contoso.com"] }
 "#,
     );
@@ -482,13 +526,13 @@ mail = { to = ["ops@contoso.com"] }
     env.run(&["rules", "run", "--once"]).assert_success();
     assert!(mails_with_subject(&env, "no files").is_empty());
 
-    std::thread::sleep(Duration::from_millis(2300));
+    std::thread::sleep(Duration::from_millis(3300));
     let run = env.run(&["rules", "run", "--once"]);
     run.assert_success();
     run.assert_output_contains("On No Files mail to ops@contoso.com: sent");
     let m = mails_with_subject(&env, "no files");
     assert_eq!(m.len(), 1, "{run}");
-    assert_eq!(subject(&m[0]), "mailgate daily: no files for 2s");
+    assert_eq!(subject(&m[0]), "mailgate daily: no files for 3s");
     let text = body(&m[0]);
     assert!(
         text.contains(&env.path("in").display().to_string()),
@@ -508,7 +552,7 @@ mail = { to = ["ops@contoso.com"] }
     assert_eq!(mails_with_subject(&env, "no files").len(), 1);
 
     // ...and the next quiet period is mailed again.
-    std::thread::sleep(Duration::from_millis(1300));
+    std::thread::sleep(Duration::from_millis(2300));
     env.run(&["rules", "run", "--once"]).assert_success();
     assert_eq!(mails_with_subject(&env, "no files").len(), 2);
 }
@@ -646,6 +690,37 @@ mail = { to = ["ops@contoso.com"] }
     terminate(&mut child);
 }
 
+#[test]
+fn event_mail_of_an_account_that_needs_a_login_waits_for_it() {
+    let env = env_with_rules(
+        r#"
+[rules.invoices]
+source = "{in}"
+destination = "{out}"
+min_age = "0s"
+
+[rules.invoices.on_success]
+mail = { account = "work", to = ["ops@contoso.com"] }
+"#,
+    );
+    write(&env.path("in/a.pdf"), b"a");
+    let run = env.run(&["rules", "run", "--once"]);
+    run.assert_success();
+    // The mail is kept, and the output says what to do.
+    run.assert_output_contains("queued as");
+    run.assert_output_contains("mailgate login work");
+    assert!(env.path("out/a.pdf").exists());
+    assert!(env.delivered().is_empty());
+
+    env.login("work");
+    let run = env.run(&["rules", "run", "--once"]);
+    run.assert_success();
+    run.assert_output_contains("delivered 1 queued event mail(s)");
+    let mails = mails_with_subject(&env, "1 file(s) moved");
+    assert_eq!(mails.len(), 1, "{run}");
+    assert_eq!(mails[0].auth_user, m365_sim::contoso::ALICE);
+}
+
 /// A source folder on another file system than the temp dir, so that a move copies; `None` when
 /// this machine has none (then the test copies, which goes through the same temp-file path).
 fn other_filesystem_dir(than: &Path) -> Option<tempfile::TempDir> {
@@ -758,8 +833,8 @@ mail = {{ to = ["ops@contoso.com"] }}
             false
         }
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     assert!(
         seen_partial < 256 << 20,
         "killed during the copy ({seen_partial} bytes copied)"

@@ -162,8 +162,10 @@ fn shared_mailbox_without_send_as() {
 
 #[test]
 fn one_recipient_refused_the_others_delivered() {
-    let mut config = SimConfig::default();
-    config.max_recipients_per_message = 2;
+    let config = SimConfig {
+        max_recipients_per_message: 2,
+        ..SimConfig::default()
+    };
     let env = TestEnv::with_sim(config);
     env.login("work");
     let run = env.run(&[

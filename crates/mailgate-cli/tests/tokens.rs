@@ -82,8 +82,7 @@ fn token_prints_the_stored_token_then_refreshes_and_saves_the_rotation() {
     {
         use std::os::unix::fs::PermissionsExt;
         assert!(run.stderr.contains("other users can read it"), "{run}");
-        std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let run = env.run(&["token", "work"]);
         assert_eq!(run.stdout, format!("{at1}\n"));
         assert_eq!(run.stderr, "", "a private config: nothing on stderr");
@@ -105,7 +104,7 @@ fn token_prints_the_stored_token_then_refreshes_and_saves_the_rotation() {
         s(&second, "refresh_token_issued_at"),
         s(&first, "refresh_token_issued_at")
     );
-    assert!(s(&second, "expires_at") > "2025".to_string());
+    assert!(s(&second, "expires_at").as_str() > "2025");
     assert_no_secrets(&run, &[&rt1, &rt2, contoso::WEB_APP_SECRET]);
     assert_private_file(&token_file(&env, "work"));
 
@@ -177,7 +176,11 @@ fn concurrent_token_processes_with_an_expired_token_both_succeed() {
             assert_eq!(run.stdout, format!("{at}\n"), "round {round}: {run}");
         }
         // (Each round also ends with one refresh of its own, below.)
-        assert_eq!(refreshes(&env), 2 * round + 1, "exactly one refresh for the four");
+        assert_eq!(
+            refreshes(&env),
+            2 * round + 1,
+            "exactly one refresh for the four"
+        );
         // The store is consistent: the refresh token in it is the live one.
         expire_stored_access_token(&env, "work");
         env.run(&["token", "work"]).assert_success();
@@ -380,4 +383,31 @@ fn a_damaged_token_file_is_reported() {
     run.assert_code(77);
     run.assert_output_contains("damaged");
     run.assert_output_contains("mailgate login work");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn auto_store_uses_the_file_where_the_keyring_does_not_persist() {
+    // Linux's kernel keyring (the only one this build has there) loses entries on reboot, so
+    // `auto` must not pick it: the tokens go to the 0600 file, and status says so.
+    let env = TestEnv::new();
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    env.write_config(&text.replace("token_store = \"file\"", "token_store = \"auto\""));
+    env.run(&["token", "app"]).assert_success();
+    assert_private_file(&token_file(&env, "app"));
+    let j: Value = serde_json::from_str(&env.run(&["status", "app", "--json"]).stdout).unwrap();
+    assert_eq!(j["token_store"], "auto");
+    assert_eq!(j["accounts"][0]["store"], "file");
+}
+
+#[test]
+fn status_fails_when_tokens_cannot_be_read() {
+    let env = TestEnv::new();
+    env.login("work");
+    std::fs::write(token_file(&env, "work"), b"garbage").unwrap();
+    let run = env.run(&["status"]);
+    run.assert_code(77);
+    run.assert_output_contains("damaged");
+    // The other account is still reported.
+    run.assert_output_contains("app (office365, client_credentials)");
 }

@@ -33,7 +33,10 @@ pub enum MessageError {
     NoRecipients,
     /// An attachment or body file could not be read.
     #[error("cannot read {}: {error}", path.display())]
-    ReadFile { path: PathBuf, error: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The input is not a message.
     #[error("the message cannot be read: {reason}")]
     Malformed { reason: String },
@@ -63,6 +66,7 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// An address without a display name.
     pub fn new(email: impl Into<String>) -> Mailbox {
         Mailbox {
             name: None,
@@ -70,6 +74,7 @@ impl Mailbox {
         }
     }
 
+    /// An address with a display name (an empty name is none).
     pub fn with_name(name: impl Into<String>, email: impl Into<String>) -> Mailbox {
         Mailbox {
             name: Some(name.into()).filter(|n: &String| !n.is_empty()),
@@ -94,7 +99,9 @@ impl Mailbox {
     /// Reads a comma-separated list of addresses. Line breaks are refused (header injection).
     pub fn parse_list(value: &str, field: &str) -> Result<Vec<Mailbox>, MessageError> {
         if value.contains(['\r', '\n']) {
-            return Err(MessageError::HeaderInjection { field: field.into() });
+            return Err(MessageError::HeaderInjection {
+                field: field.into(),
+            });
         }
         let list = parse_address_header(value);
         let invalid = |reason: &str| MessageError::InvalidAddress {
@@ -125,10 +132,16 @@ fn check_email(email: &str) -> Result<(), &'static str> {
     let Some((local, domain)) = email.rsplit_once('@') else {
         return Err("an address needs a local part and a domain (user@example.com)");
     };
-    if local.is_empty() || domain.is_empty() || !domain.contains('.') && !domain.eq_ignore_ascii_case("localhost") {
+    if local.is_empty()
+        || domain.is_empty()
+        || !domain.contains('.') && !domain.eq_ignore_ascii_case("localhost")
+    {
         return Err("an address needs a local part and a domain (user@example.com)");
     }
-    if email.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>') {
+    if email
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+    {
         return Err("it contains spaces, control characters or angle brackets");
     }
     Ok(())
@@ -151,7 +164,11 @@ fn parse_address_header(value: &str) -> Vec<Mailbox> {
                 return None;
             }
             Some(Mailbox {
-                name: a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
+                name: a
+                    .name
+                    .as_ref()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty()),
                 email,
             })
         })
@@ -168,7 +185,12 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    pub fn new(filename: impl Into<String>, content_type: impl Into<String>, data: Vec<u8>) -> Attachment {
+    /// An attachment from memory.
+    pub fn new(
+        filename: impl Into<String>,
+        content_type: impl Into<String>,
+        data: Vec<u8>,
+    ) -> Attachment {
         Attachment {
             filename: filename.into(),
             content_type: content_type.into(),
@@ -243,19 +265,30 @@ impl Draft {
     /// Builds the message. `from` must be set; the envelope sender is its address and the
     /// recipients are To, Cc and Bcc (Bcc is left out of the headers).
     pub fn build(&self) -> Result<OutgoingMessage, MessageError> {
-        let from = self.from.as_ref().ok_or_else(|| MessageError::InvalidAddress {
-            field: "From".into(),
-            value: String::new(),
-            reason: "no sender: give --from or set `from` in the account".into(),
-        })?;
+        let from = self
+            .from
+            .as_ref()
+            .ok_or_else(|| MessageError::InvalidAddress {
+                field: "From".into(),
+                value: String::new(),
+                reason: "no sender: give --from or set `from` in the account".into(),
+            })?;
         let check = |field: &str, value: &str| -> Result<(), MessageError> {
             if value.contains(['\r', '\n']) {
-                Err(MessageError::HeaderInjection { field: field.into() })
+                Err(MessageError::HeaderInjection {
+                    field: field.into(),
+                })
             } else {
                 Ok(())
             }
         };
-        for (field, list) in [("From", std::slice::from_ref(from)), ("To", &self.to), ("Cc", &self.cc), ("Bcc", &self.bcc), ("Reply-To", &self.reply_to)] {
+        for (field, list) in [
+            ("From", std::slice::from_ref(from)),
+            ("To", &self.to),
+            ("Cc", &self.cc),
+            ("Bcc", &self.bcc),
+            ("Reply-To", &self.reply_to),
+        ] {
             for m in list {
                 check(field, &m.email)?;
                 check(field, m.name.as_deref().unwrap_or(""))?;
@@ -282,14 +315,23 @@ impl Draft {
             check("attachment file name", &a.filename)?;
             check("attachment content type", &a.content_type)?;
         }
-        let rcpt: Vec<String> = self.to.iter().chain(&self.cc).chain(&self.bcc).map(|m| m.email.clone()).collect();
+        let rcpt: Vec<String> = self
+            .to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .map(|m| m.email.clone())
+            .collect();
         if rcpt.is_empty() {
             return Err(MessageError::NoRecipients);
         }
 
         use mail_builder::headers::address::Address;
-        let addr = |m: &Mailbox| -> Address<'static> { Address::new_address(m.name.clone(), m.email.clone()) };
-        let list = |v: &[Mailbox]| -> Address<'static> { Address::new_list(v.iter().map(addr).collect()) };
+        let addr = |m: &Mailbox| -> Address<'static> {
+            Address::new_address(m.name.clone(), m.email.clone())
+        };
+        let list =
+            |v: &[Mailbox]| -> Address<'static> { Address::new_list(v.iter().map(addr).collect()) };
         let message_id = new_message_id(&from.email);
         let mut b = mail_builder::MessageBuilder::new()
             .from(addr(from))
@@ -325,7 +367,11 @@ impl Draft {
             }
         }
         for a in &self.attachments {
-            b = b.attachment(a.content_type.as_str(), a.filename.as_str(), a.data.as_slice());
+            b = b.attachment(
+                a.content_type.as_str(),
+                a.filename.as_str(),
+                a.data.as_slice(),
+            );
         }
         let data = b.write_to_vec().map_err(MessageError::Build)?;
         Ok(OutgoingMessage {
@@ -379,7 +425,11 @@ impl Field {
     fn value(&self) -> String {
         let text = String::from_utf8_lossy(&self.raw);
         let value = text.split_once(':').map(|(_, v)| v).unwrap_or("");
-        value.replace("\r\n", "").replace('\n', "").trim().to_string()
+        value
+            .replace("\r\n", "")
+            .replace('\n', "")
+            .trim()
+            .to_string()
     }
 }
 
@@ -390,10 +440,18 @@ fn split_message(input: &[u8]) -> (Vec<Field>, &[u8]) {
     let mut pos = 0;
     // An mbox "From " line at the top is not a header.
     if input.starts_with(b"From ") {
-        pos = input.iter().position(|b| *b == b'\n').map(|p| p + 1).unwrap_or(input.len());
+        pos = input
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(input.len());
     }
     while pos < input.len() {
-        let end = input[pos..].iter().position(|b| *b == b'\n').map(|p| pos + p + 1).unwrap_or(input.len());
+        let end = input[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|p| pos + p + 1)
+            .unwrap_or(input.len());
         let line = &input[pos..end];
         if line == b"\n" || line == b"\r\n" {
             return (fields, &input[end..]);
@@ -407,10 +465,12 @@ fn split_message(input: &[u8]) -> (Vec<Field>, &[u8]) {
             let colon = line.iter().position(|b| *b == b':');
             let name = colon.map(|c| &line[..c]);
             match name {
-                Some(n) if !n.is_empty() && n.iter().all(|b| b.is_ascii_graphic()) => fields.push(Field {
-                    name: String::from_utf8_lossy(n).into_owned(),
-                    raw: line.to_vec(),
-                }),
+                Some(n) if !n.is_empty() && n.iter().all(|b| b.is_ascii_graphic()) => {
+                    fields.push(Field {
+                        name: String::from_utf8_lossy(n).into_owned(),
+                        raw: line.to_vec(),
+                    })
+                }
                 _ if fields.is_empty() => return (Vec::new(), input),
                 // A line that is neither a header nor a continuation ends the headers.
                 _ => return (fields, &input[pos..]),
@@ -425,7 +485,11 @@ fn split_message(input: &[u8]) -> (Vec<Field>, &[u8]) {
 fn cut_at_dot_line(input: &[u8]) -> &[u8] {
     let mut pos = 0;
     while pos < input.len() {
-        let end = input[pos..].iter().position(|b| *b == b'\n').map(|p| pos + p + 1).unwrap_or(input.len());
+        let end = input[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|p| pos + p + 1)
+            .unwrap_or(input.len());
         let line = &input[pos..end];
         if line == b".\n" || line == b".\r\n" || line == b"." {
             return &input[..pos];
@@ -438,7 +502,11 @@ fn cut_at_dot_line(input: &[u8]) -> &[u8] {
 /// Prepares a message received by `sendmail`: reads its headers, works out the recipients,
 /// removes Bcc, adds From, Date and Message-ID when missing.
 pub fn prepare_raw(input: &[u8], opts: &RawOptions) -> Result<OutgoingMessage, MessageError> {
-    let input = if opts.ignore_dots { input } else { cut_at_dot_line(input) };
+    let input = if opts.ignore_dots {
+        input
+    } else {
+        cut_at_dot_line(input)
+    };
     let (mut fields, body) = split_message(input);
     let is = |f: &Field, n: &str| f.name.eq_ignore_ascii_case(n);
 
@@ -449,7 +517,10 @@ pub fn prepare_raw(input: &[u8], opts: &RawOptions) -> Result<OutgoingMessage, M
         }
     }
     if opts.extract_recipients {
-        for f in fields.iter().filter(|f| is(f, "To") || is(f, "Cc") || is(f, "Bcc")) {
+        for f in fields
+            .iter()
+            .filter(|f| is(f, "To") || is(f, "Cc") || is(f, "Bcc"))
+        {
             let value = f.value();
             if value.is_empty() {
                 continue;
@@ -490,7 +561,10 @@ pub fn prepare_raw(input: &[u8], opts: &RawOptions) -> Result<OutgoingMessage, M
 
     let mut added: Vec<String> = Vec::new();
     let from_index = fields.iter().position(|f| is(f, "From"));
-    let name = opts.full_name.clone().or_else(|| opts.default_from.name.clone());
+    let name = opts
+        .full_name
+        .clone()
+        .or_else(|| opts.default_from.name.clone());
     match from_index {
         None => {
             let m = Mailbox {
@@ -522,7 +596,11 @@ pub fn prepare_raw(input: &[u8], opts: &RawOptions) -> Result<OutgoingMessage, M
         }
     }
     let message_id = match fields.iter().find(|f| is(f, "Message-ID")) {
-        Some(f) => f.value().trim_start_matches('<').trim_end_matches('>').to_string(),
+        Some(f) => f
+            .value()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
         None => {
             let id = new_message_id(&envelope_from);
             added.push(format!("Message-ID: <{id}>"));
@@ -530,7 +608,10 @@ pub fn prepare_raw(input: &[u8], opts: &RawOptions) -> Result<OutgoingMessage, M
         }
     };
     if !fields.iter().any(|f| is(f, "Date")) {
-        added.push(format!("Date: {}", mail_builder::headers::date::Date::now().to_rfc822()));
+        added.push(format!(
+            "Date: {}",
+            mail_builder::headers::date::Date::now().to_rfc822()
+        ));
     }
 
     let mut data = Vec::with_capacity(input.len() + 256);
@@ -563,8 +644,14 @@ fn header_mailbox(m: &Mailbox) -> String {
     };
     let name = if !name.is_ascii() {
         use base64::Engine;
-        format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(name))
-    } else if name.chars().all(|c| c.is_ascii_alphanumeric() || " !#$%&'*+-/=?^_`{|}~".contains(c)) {
+        format!(
+            "=?utf-8?b?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(name)
+        )
+    } else if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " !#$%&'*+-/=?^_`{|}~".contains(c))
+    {
         name.to_string()
     } else {
         format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
@@ -651,7 +738,11 @@ mod tests {
 
     #[test]
     fn addresses_are_read_and_injection_refused() {
-        let l = Mailbox::parse_list("\"Larsen, Alice\" <alice@contoso.com>, bob@contoso.com", "To").unwrap();
+        let l = Mailbox::parse_list(
+            "\"Larsen, Alice\" <alice@contoso.com>, bob@contoso.com",
+            "To",
+        )
+        .unwrap();
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].name.as_deref(), Some("Larsen, Alice"));
         assert_eq!(l[1].email, "bob@contoso.com");
@@ -659,7 +750,10 @@ mod tests {
             Mailbox::parse_list("bob@contoso.com\r\nBcc: eve@evil.example", "To"),
             Err(MessageError::HeaderInjection { .. })
         ));
-        assert!(matches!(Mailbox::parse("not an address", "To"), Err(MessageError::InvalidAddress { .. })));
+        assert!(matches!(
+            Mailbox::parse("not an address", "To"),
+            Err(MessageError::InvalidAddress { .. })
+        ));
     }
 
     #[test]
@@ -671,11 +765,18 @@ mod tests {
             subject: Some("Grüße aus Köln".into()),
             text: Some("Hälló\n.a dot line\n".into()),
             html: Some("<p>Hälló</p>".into()),
-            attachments: vec![Attachment::new("report.pdf", guess_content_type("report.pdf"), b"%PDF-1.4".to_vec())],
+            attachments: vec![Attachment::new(
+                "report.pdf",
+                guess_content_type("report.pdf"),
+                b"%PDF-1.4".to_vec(),
+            )],
             ..Draft::default()
         };
         let m = d.build().unwrap();
-        assert_eq!(m.envelope.rcpt_to, vec!["bob@contoso.com", "carol@fabrikam.com"]);
+        assert_eq!(
+            m.envelope.rcpt_to,
+            vec!["bob@contoso.com", "carol@fabrikam.com"]
+        );
         assert_eq!(m.envelope.mail_from, "alice@contoso.com");
         let text = String::from_utf8(m.data.clone()).unwrap();
         assert!(text.is_ascii(), "headers and bodies are encoded");
@@ -702,7 +803,9 @@ mod tests {
             subject: Some("hi\r\nBcc: eve@evil.example".into()),
             ..Draft::default()
         };
-        assert!(matches!(d.build(), Err(MessageError::HeaderInjection { field }) if field == "Subject"));
+        assert!(
+            matches!(d.build(), Err(MessageError::HeaderInjection { field }) if field == "Subject")
+        );
         let d = Draft {
             from: Some(alice()),
             ..Draft::default()
@@ -721,16 +824,31 @@ mod tests {
         let m = prepare_raw(input, &opts).unwrap();
         assert_eq!(
             m.envelope.rcpt_to,
-            vec!["bob@contoso.com", "carol@fabrikam.com", "dave@fabrikam.com", "erin@fabrikam.com"]
+            vec![
+                "bob@contoso.com",
+                "carol@fabrikam.com",
+                "dave@fabrikam.com",
+                "erin@fabrikam.com"
+            ]
         );
         let text = String::from_utf8(m.data.clone()).unwrap();
         assert!(!text.contains("Bcc") && !text.contains("dave@") && !text.contains("erin@"));
-        assert!(text.contains("From: Cron Daemon <alice@contoso.com>\r\n"), "{text}");
+        assert!(
+            text.contains("From: Cron Daemon <alice@contoso.com>\r\n"),
+            "{text}"
+        );
         assert!(text.contains("Message-ID: <"));
         assert!(text.contains("Date: "));
         // Without -i the lone dot ends the message.
         assert!(!text.contains("after the dot"));
-        let m = prepare_raw(input, &RawOptions { ignore_dots: true, ..opts }).unwrap();
+        let m = prepare_raw(
+            input,
+            &RawOptions {
+                ignore_dots: true,
+                ..opts
+            },
+        )
+        .unwrap();
         assert!(String::from_utf8(m.data).unwrap().contains("after the dot"));
     }
 
@@ -746,7 +864,10 @@ mod tests {
         let m = prepare_raw(b"just a body line\n", &opts).unwrap();
         assert_eq!(m.envelope.mail_from, "alice@contoso.com");
         let text = String::from_utf8(m.data).unwrap();
-        assert!(text.starts_with("From: Backup Job <alice@contoso.com>\r\n"), "{text}");
+        assert!(
+            text.starts_with("From: Backup Job <alice@contoso.com>\r\n"),
+            "{text}"
+        );
         assert!(text.ends_with("\r\njust a body line\n"));
         assert!(matches!(
             prepare_raw(b"Subject: x\n\nbody\n", &RawOptions::default()),

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::config::{Account, Config, ConfigError};
 use crate::diagnose::Diagnosis;
 use crate::message::{MessageError, OutgoingMessage};
-use crate::smtp::{SendOutcome, SessionInfo, SmtpClient, SmtpError, SmtpSettings, Stage, Transcript};
+use crate::smtp::{SendOutcome, SessionInfo, SmtpClient, SmtpError, SmtpSettings, Transcript};
 use crate::sysexits::HasSysexit;
 use crate::tokens::{TokenError, TokenManager, DEFAULT_MIN_VALID};
 use crate::{Secret, Sysexit};
@@ -24,16 +24,28 @@ use crate::{Secret, Sysexit};
 pub enum SendError {
     /// The account's configuration is unusable.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     /// No access token could be had (not logged in, refresh refused...).
     #[error(transparent)]
-    Token(#[from] TokenError),
+    Token(Box<TokenError>),
     /// The message could not be built.
     #[error(transparent)]
     Message(#[from] MessageError),
     /// The SMTP session failed.
     #[error(transparent)]
     Smtp(#[from] SmtpError),
+}
+
+impl From<ConfigError> for SendError {
+    fn from(e: ConfigError) -> SendError {
+        SendError::Config(Box::new(e))
+    }
+}
+
+impl From<TokenError> for SendError {
+    fn from(e: TokenError) -> SendError {
+        SendError::Token(Box::new(e))
+    }
 }
 
 impl HasSysexit for SendError {
@@ -53,7 +65,7 @@ impl SendError {
         match self {
             SendError::Smtp(e) => e.diagnosis(),
             SendError::Token(e) => {
-                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
                 while let Some(err) = cur {
                     if let Some(d) = crate::diagnose::of_error(err) {
                         return Some(d);
@@ -103,7 +115,10 @@ impl AccountSender {
     /// A sender for `account` with its token manager from `config`.
     pub fn new(config: &Config, account: &Account) -> Result<AccountSender, SendError> {
         let tokens = TokenManager::new(config, account)?;
-        Ok(AccountSender::with_tokens(account.clone(), Arc::new(tokens)))
+        Ok(AccountSender::with_tokens(
+            account.clone(),
+            Arc::new(tokens),
+        ))
     }
 
     /// A sender using an existing token manager (shared with other senders of the account).
@@ -121,14 +136,17 @@ impl AccountSender {
         self.settings = settings;
     }
 
+    /// The account this sender sends through.
     pub fn account(&self) -> &Account {
         &self.account
     }
 
+    /// The account's token manager.
     pub fn tokens(&self) -> &Arc<TokenManager> {
         &self.tokens
     }
 
+    /// The SMTP settings in use.
     pub fn settings(&self) -> &SmtpSettings {
         &self.settings
     }
@@ -154,7 +172,8 @@ impl AccountSender {
     /// token was refreshed after the server refused the cached one.
     pub async fn connect(&self) -> Result<(SmtpClient, bool), SendError> {
         let (token, cached) = self.token().await?;
-        let client = SmtpClient::connect_with_transcript(&self.settings, self.transcript.clone()).await?;
+        let client =
+            SmtpClient::connect_with_transcript(&self.settings, self.transcript.clone()).await?;
         self.login(client, &token, cached).await
     }
 
@@ -176,12 +195,14 @@ impl AccountSender {
                     self.account.name,
                     e.reply().map(|r| r.to_string()).unwrap_or_default()
                 );
-                self.transcript
-                    .note("the server refused the stored token: refreshing it and trying once more");
+                self.transcript.note(
+                    "the server refused the stored token: refreshing it and trying once more",
+                );
                 client.quit().await;
                 let token = self.tokens.force_refresh().await?;
                 let mut client =
-                    SmtpClient::connect_with_transcript(&self.settings, self.transcript.clone()).await?;
+                    SmtpClient::connect_with_transcript(&self.settings, self.transcript.clone())
+                        .await?;
                 client.authenticate(&self.account.user, &token).await?;
                 Ok((client, true))
             }
@@ -204,12 +225,15 @@ impl AccountSender {
     }
 
     /// Sends many messages over one session (RSET between them), so that a batch pays for one
-    /// TLS handshake and one AUTH. Each message gets its own result; a broken connection is
-    /// reopened once per message. Fails as a whole only when no session can be opened at all.
+    /// TLS handshake and one AUTH. `results[i]` is the result of `messages[i]`; a refused
+    /// message does not stop the others. A broken connection is reopened (with a new login);
+    /// when that fails, the batch stops there: the last result is that failure and the messages
+    /// after it were not attempted (`results` is shorter than `messages`). Fails as a whole only
+    /// when the first session cannot be opened, before anything was sent.
     pub async fn send_batch(
         &self,
         messages: &[OutgoingMessage],
-    ) -> Result<Vec<Result<SendOutcome, SmtpError>>, SendError> {
+    ) -> Result<Vec<Result<SendOutcome, SendError>>, SendError> {
         let mut results = Vec::with_capacity(messages.len());
         if messages.is_empty() {
             return Ok(results);
@@ -220,37 +244,20 @@ impl AccountSender {
                 client.quit().await;
                 client = match self.connect().await {
                     Ok((c, _)) => c,
-                    Err(SendError::Smtp(e)) => {
-                        // The server is gone for now: the rest fail the same way.
-                        let e = Arc::new(e);
-                        results.push(Err(clone_for_batch(&e)));
-                        while results.len() < messages.len() {
-                            results.push(Err(clone_for_batch(&e)));
-                        }
+                    Err(e) => {
+                        results.push(Err(e));
                         return Ok(results);
                     }
-                    Err(other) => return Err(other),
                 };
             }
-            results.push(client.send(&message.envelope, &message.data).await);
+            results.push(
+                client
+                    .send(&message.envelope, &message.data)
+                    .await
+                    .map_err(SendError::from),
+            );
         }
         client.quit().await;
         Ok(results)
-    }
-}
-
-/// A stand-in for an error that cannot be cloned, for every message a lost session left unsent.
-fn clone_for_batch(e: &SmtpError) -> SmtpError {
-    SmtpError::Io {
-        host: match e {
-            SmtpError::Connect { host, .. }
-            | SmtpError::ConnectTimeout { host, .. }
-            | SmtpError::Io { host, .. }
-            | SmtpError::Timeout { host, .. }
-            | SmtpError::Rejected { host, .. } => host.clone(),
-            _ => String::new(),
-        },
-        stage: e.stage().unwrap_or(Stage::Connect),
-        error: std::io::Error::other(e.to_string()),
     }
 }

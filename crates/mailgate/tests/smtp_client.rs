@@ -8,7 +8,9 @@ use std::time::Duration;
 use m365_sim::contoso::{ALICE, BOB, SALES, SMTP_SCOPE, SUPPORT, WEB_APP_ID};
 use m365_sim::{Event, SimConfig, Simulator};
 use mailgate::message::{Draft, Mailbox};
-use mailgate::smtp::{AuthMechanism, Envelope, Security, SmtpClient, SmtpError, SmtpSettings, Stage};
+use mailgate::smtp::{
+    AuthMechanism, Envelope, Security, SmtpClient, SmtpError, SmtpSettings, Stage,
+};
 use mailgate::sysexits::HasSysexit;
 use mailgate::{Secret, Sysexit};
 
@@ -43,14 +45,21 @@ impl Env {
     }
 
     fn token(&self, user: &str, scope: &str) -> Secret {
-        Secret::new(self.sim.mint_access_token(WEB_APP_ID, Some(user), &[scope], Duration::from_secs(3600)))
+        Secret::new(self.sim.mint_access_token(
+            WEB_APP_ID,
+            Some(user),
+            &[scope],
+            Duration::from_secs(3600),
+        ))
     }
 
     async fn alice(&self) -> SmtpClient {
         let mut c = SmtpClient::connect(&self.settings(Security::Starttls, AuthMechanism::Xoauth2))
             .await
             .expect("connects");
-        c.authenticate(ALICE, &self.token(ALICE, SMTP_SCOPE)).await.expect("alice authenticates");
+        c.authenticate(ALICE, &self.token(ALICE, SMTP_SCOPE))
+            .await
+            .expect("alice authenticates");
         c
     }
 
@@ -59,14 +68,24 @@ impl Env {
             .events()
             .into_iter()
             .filter_map(|l| match l.event {
-                Event::SmtpAuth { mechanism, user, reply, .. } => Some((mechanism, user, reply)),
+                Event::SmtpAuth {
+                    mechanism,
+                    user,
+                    reply,
+                    ..
+                } => Some((mechanism, user, reply)),
                 _ => None,
             })
             .collect()
     }
 }
 
-fn message(from: &str, to: &[&str], subject: &str, body: &str) -> mailgate::message::OutgoingMessage {
+fn message(
+    from: &str,
+    to: &[&str],
+    subject: &str,
+    body: &str,
+) -> mailgate::message::OutgoingMessage {
     Draft {
         from: Some(Mailbox::new(from)),
         to: to.iter().map(|t| Mailbox::new(*t)).collect(),
@@ -80,7 +99,9 @@ fn message(from: &str, to: &[&str], subject: &str, body: &str) -> mailgate::mess
 
 fn rejected(e: &SmtpError) -> (Stage, u16, String) {
     match e {
-        SmtpError::Rejected { stage, reply, .. } => (*stage, reply.code, reply.enhanced_or_default().to_string()),
+        SmtpError::Rejected { stage, reply, .. } => {
+            (*stage, reply.code, reply.enhanced_or_default().to_string())
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -92,7 +113,10 @@ async fn starttls_xoauth2_delivers_and_redacts_the_token() {
     let token = env.token(ALICE, SMTP_SCOPE);
     let mut c = SmtpClient::connect(&settings).await.unwrap();
     let tls = c.info().tls.clone().expect("TLS after STARTTLS");
-    assert!(tls.version == "TLSv1.3" || tls.version == "TLSv1.2", "{tls:?}");
+    assert!(
+        tls.version == "TLSv1.3" || tls.version == "TLSv1.2",
+        "{tls:?}"
+    );
     assert_eq!(tls.subject.as_deref(), Some(env.sim.hostname()));
     assert!(c.capabilities().offers(AuthMechanism::Xoauth2));
     assert!(c.capabilities().pipelining());
@@ -114,7 +138,10 @@ async fn starttls_xoauth2_delivers_and_redacts_the_token() {
     assert_eq!(stored[0].mail_from, ALICE);
     assert!(stored[0].text().contains("first line\r\nsecond line"));
 
-    assert!(transcript.contains("C: AUTH XOAUTH2 [redacted]"), "{transcript}");
+    assert!(
+        transcript.contains("C: AUTH XOAUTH2 [redacted]"),
+        "{transcript}"
+    );
     assert!(!transcript.contains(token.expose()));
     assert!(transcript.contains("S: 235 2.7.0 Authentication successful"));
     assert!(transcript.contains("C: STARTTLS"));
@@ -123,10 +150,14 @@ async fn starttls_xoauth2_delivers_and_redacts_the_token() {
 #[tokio::test]
 async fn implicit_tls() {
     let env = start(SimConfig::default().smtps_listen("127.0.0.1:0")).await;
-    let mut c = SmtpClient::connect(&env.settings(Security::Tls, AuthMechanism::Xoauth2)).await.unwrap();
+    let mut c = SmtpClient::connect(&env.settings(Security::Tls, AuthMechanism::Xoauth2))
+        .await
+        .unwrap();
     assert!(c.info().tls.is_some());
     assert!(!c.transcript().to_string().contains("STARTTLS"));
-    c.authenticate(ALICE, &env.token(ALICE, SMTP_SCOPE)).await.unwrap();
+    c.authenticate(ALICE, &env.token(ALICE, SMTP_SCOPE))
+        .await
+        .unwrap();
     let m = message(ALICE, &[BOB], "over 465", "x");
     c.send(&m.envelope, &m.data).await.unwrap();
     c.quit().await;
@@ -136,9 +167,14 @@ async fn implicit_tls() {
 #[tokio::test]
 async fn oauthbearer_against_gmail() {
     let env = start(SimConfig::gmail()).await;
-    let mut c = SmtpClient::connect(&env.settings(Security::Starttls, AuthMechanism::Oauthbearer)).await.unwrap();
+    let mut c = SmtpClient::connect(&env.settings(Security::Starttls, AuthMechanism::Oauthbearer))
+        .await
+        .unwrap();
     assert!(c.capabilities().offers(AuthMechanism::Oauthbearer));
-    let reply = c.authenticate(ALICE, &env.token(ALICE, GMAIL_SCOPE)).await.unwrap();
+    let reply = c
+        .authenticate(ALICE, &env.token(ALICE, GMAIL_SCOPE))
+        .await
+        .unwrap();
     assert_eq!(reply.code, 235);
     let m = message(ALICE, &[BOB], "bearer", "x");
     let out = c.send(&m.envelope, &m.data).await.unwrap();
@@ -153,23 +189,46 @@ async fn oauthbearer_against_gmail() {
 #[tokio::test]
 async fn gmail_challenge_is_answered_and_reported() {
     let env = start(SimConfig::gmail()).await;
-    for (mechanism, answer) in [(AuthMechanism::Xoauth2, "C: \n"), (AuthMechanism::Oauthbearer, "C: AQ==\n")] {
-        let mut c = SmtpClient::connect(&env.settings(Security::Starttls, mechanism)).await.unwrap();
+    for (mechanism, answer) in [
+        (AuthMechanism::Xoauth2, "C: \n"),
+        (AuthMechanism::Oauthbearer, "C: AQ==\n"),
+    ] {
+        let mut c = SmtpClient::connect(&env.settings(Security::Starttls, mechanism))
+            .await
+            .unwrap();
         // An expired token: Gmail answers 334 with its JSON, then 535 5.7.8.
-        let expired = Secret::new(env.sim.mint_access_token(WEB_APP_ID, Some(ALICE), &[GMAIL_SCOPE], Duration::ZERO));
+        let expired = Secret::new(env.sim.mint_access_token(
+            WEB_APP_ID,
+            Some(ALICE),
+            &[GMAIL_SCOPE],
+            Duration::ZERO,
+        ));
         let err = c.authenticate(ALICE, &expired).await.unwrap_err();
         assert_eq!(rejected(&err), (Stage::Auth, 535, "5.7.8".to_string()));
-        let SmtpError::Rejected { challenge, diagnosis, .. } = &err else { unreachable!() };
+        let SmtpError::Rejected {
+            challenge,
+            diagnosis,
+            ..
+        } = &err
+        else {
+            unreachable!()
+        };
         let challenge = challenge.as_ref().expect("the decoded challenge is kept");
         assert_eq!(challenge.status.as_deref(), Some("400"));
         assert_eq!(challenge.scope.as_deref(), Some(GMAIL_SCOPE));
         assert_eq!(diagnosis.code, "5.7.8");
         let text = diagnosis.to_string();
-        assert!(text.contains(r#""scope":"https://mail.google.com/""#), "{text}");
+        assert!(
+            text.contains(r#""scope":"https://mail.google.com/""#),
+            "{text}"
+        );
         assert!(text.contains("\"Testing\" publishing status"), "{text}");
         assert_eq!(err.sysexit(), Sysexit::NoPerm);
         let transcript = c.transcript().to_string();
-        assert!(transcript.contains(answer), "{mechanism:?} must answer the challenge:\n{transcript}");
+        assert!(
+            transcript.contains(answer),
+            "{mechanism:?} must answer the challenge:\n{transcript}"
+        );
         assert!(!transcript.contains(expired.expose()));
         // The session is still usable after the refusal.
         assert!(c.is_usable());
@@ -179,8 +238,10 @@ async fn gmail_challenge_is_answered_and_reported() {
 
 #[tokio::test]
 async fn one_refused_recipient_does_not_stop_the_others() {
-    let mut config = SimConfig::default();
-    config.max_recipients_per_message = 2;
+    let config = SimConfig {
+        max_recipients_per_message: 2,
+        ..SimConfig::default()
+    };
     let env = start(config).await;
     let mut c = env.alice().await;
     let rcpt = ["bob@contoso.com", "carol@fabrikam.com", "dave@fabrikam.com"];
@@ -201,8 +262,10 @@ async fn one_refused_recipient_does_not_stop_the_others() {
 
 #[tokio::test]
 async fn every_recipient_refused_is_an_error_naming_them() {
-    let mut config = SimConfig::default();
-    config.max_recipients_per_message = 0;
+    let config = SimConfig {
+        max_recipients_per_message: 0,
+        ..SimConfig::default()
+    };
     let env = start(config).await;
     let mut c = env.alice().await;
     let m = message(ALICE, &[BOB], "none", "x");
@@ -237,8 +300,16 @@ async fn a_batch_shares_one_connection_and_one_auth() {
     c.quit().await;
     assert_eq!(env.sim.messages().len(), 6);
     assert_eq!(env.auth_events().len(), 1, "one AUTH for the whole batch");
-    assert_eq!(transcript.matches("C: RSET").count(), 6, "RSET between messages:\n{transcript}");
-    assert_eq!(transcript.matches("C: EHLO").count(), 2, "EHLO before and after STARTTLS only");
+    assert_eq!(
+        transcript.matches("C: RSET").count(),
+        6,
+        "RSET between messages:\n{transcript}"
+    );
+    assert_eq!(
+        transcript.matches("C: EHLO").count(),
+        2,
+        "EHLO before and after STARTTLS only"
+    );
 }
 
 #[tokio::test]
@@ -255,36 +326,62 @@ async fn dot_stuffing_keeps_dot_lines() {
         stored[0].data,
         b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: dots\r\n\r\n.\r\n..\r\n.leading dot\r\nbare LF line\r\n.\r\n"
     );
-    assert!(transcript.contains("[message: "), "message data is summarised, not logged");
+    assert!(
+        transcript.contains("[message: "),
+        "message data is summarised, not logged"
+    );
 }
 
 #[tokio::test]
 async fn eight_bit_and_utf8_parameters_when_offered_and_needed() {
     let env = start(SimConfig::default()).await;
     let mut c = env.alice().await;
-    let raw = "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: Grüße\r\n\r\nHällo\r\n".as_bytes();
+    let raw = "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: Grüße\r\n\r\nHällo\r\n"
+        .as_bytes();
     c.send(&Envelope::new(ALICE, [BOB]), raw).await.unwrap();
     let m = message(ALICE, &[BOB], "ascii", "plain");
     c.send(&m.envelope, &m.data).await.unwrap();
     let transcript = c.transcript().to_string();
     c.quit().await;
-    let mails: Vec<&str> = transcript.lines().filter(|l| l.starts_with("C: MAIL FROM")).collect();
-    assert!(mails[0].contains("BODY=8BITMIME") && mails[0].contains("SMTPUTF8"), "{mails:?}");
+    let mails: Vec<&str> = transcript
+        .lines()
+        .filter(|l| l.starts_with("C: MAIL FROM"))
+        .collect();
+    assert!(
+        mails[0].contains("BODY=8BITMIME") && mails[0].contains("SMTPUTF8"),
+        "{mails:?}"
+    );
     assert!(mails[0].contains("SIZE="));
-    assert!(!mails[1].contains("BODY=8BITMIME") && !mails[1].contains("SMTPUTF8"), "{mails:?}");
+    assert!(
+        !mails[1].contains("BODY=8BITMIME") && !mails[1].contains("SMTPUTF8"),
+        "{mails:?}"
+    );
 }
 
 #[tokio::test]
 async fn size_is_checked_before_sending() {
     let env = start(SimConfig::gmail()).await;
-    let mut c = SmtpClient::connect(&env.settings(Security::Starttls, AuthMechanism::Xoauth2)).await.unwrap();
-    c.authenticate(ALICE, &env.token(ALICE, GMAIL_SCOPE)).await.unwrap();
+    let mut c = SmtpClient::connect(&env.settings(Security::Starttls, AuthMechanism::Xoauth2))
+        .await
+        .unwrap();
+    c.authenticate(ALICE, &env.token(ALICE, GMAIL_SCOPE))
+        .await
+        .unwrap();
     let limit = c.capabilities().size.expect("Gmail announces SIZE");
     let big = vec![b'x'; limit + 10];
-    let err = c.send(&Envelope::new(ALICE, [BOB]), &big).await.unwrap_err();
-    assert!(matches!(err, SmtpError::MessageTooBig { size, .. } if size > limit), "{err:?}");
+    let err = c
+        .send(&Envelope::new(ALICE, [BOB]), &big)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SmtpError::MessageTooBig { size, .. } if size > limit),
+        "{err:?}"
+    );
     assert_eq!(err.sysexit(), Sysexit::DataErr);
-    assert!(!c.transcript().to_string().contains("MAIL FROM"), "nothing sent");
+    assert!(
+        !c.transcript().to_string().contains("MAIL FROM"),
+        "nothing sent"
+    );
     c.quit().await;
 }
 
@@ -297,7 +394,10 @@ async fn send_as_denied_names_both_mailboxes() {
     c.quit().await;
     assert_eq!(rejected(&err), (Stage::Message, 554, "5.2.252".into()));
     let d = err.diagnosis().unwrap();
-    assert_eq!(d.title, format!("{ALICE} is not allowed to send as {SUPPORT} (missing \"Send As\")"));
+    assert_eq!(
+        d.title,
+        format!("{ALICE} is not allowed to send as {SUPPORT} (missing \"Send As\")")
+    );
     assert_eq!(err.sysexit(), Sysexit::NoPerm);
     assert!(env.sim.messages().is_empty());
 }
@@ -308,24 +408,41 @@ async fn auth_refusals_are_diagnosed() {
     let settings = env.settings(Security::Starttls, AuthMechanism::Xoauth2);
     // A shared mailbox as user=: 535 5.7.3.
     let mut c = SmtpClient::connect(&settings).await.unwrap();
-    let err = c.authenticate(SALES, &env.token(ALICE, SMTP_SCOPE)).await.unwrap_err();
+    let err = c
+        .authenticate(SALES, &env.token(ALICE, SMTP_SCOPE))
+        .await
+        .unwrap_err();
     assert_eq!(rejected(&err), (Stage::Auth, 535, "5.7.3".into()));
     assert!(err.is_auth_refused());
-    assert!(err.diagnosis().unwrap().to_string().contains("not a shared mailbox"));
+    assert!(err
+        .diagnosis()
+        .unwrap()
+        .to_string()
+        .contains("not a shared mailbox"));
     c.quit().await;
     // Authenticated SMTP off for the mailbox: 5.7.139.
-    env.sim.with_directory(|d| d.user_mut(ALICE).unwrap().smtp_auth_enabled = false);
+    env.sim
+        .with_directory(|d| d.user_mut(ALICE).unwrap().smtp_auth_enabled = false);
     let mut c = SmtpClient::connect(&settings).await.unwrap();
-    let err = c.authenticate(ALICE, &env.token(ALICE, SMTP_SCOPE)).await.unwrap_err();
+    let err = c
+        .authenticate(ALICE, &env.token(ALICE, SMTP_SCOPE))
+        .await
+        .unwrap_err();
     assert_eq!(rejected(&err).2, "5.7.139");
-    assert!(err.diagnosis().unwrap().title.contains("for the mailbox alice@contoso.com"));
+    assert!(err
+        .diagnosis()
+        .unwrap()
+        .title
+        .contains("for the mailbox alice@contoso.com"));
     c.quit().await;
 }
 
 #[tokio::test]
 async fn mail_without_auth_gets_5_7_57() {
     let env = start(SimConfig::default()).await;
-    let mut c = SmtpClient::connect(&env.settings(Security::Starttls, AuthMechanism::Xoauth2)).await.unwrap();
+    let mut c = SmtpClient::connect(&env.settings(Security::Starttls, AuthMechanism::Xoauth2))
+        .await
+        .unwrap();
     let m = message(ALICE, &[BOB], "no auth", "x");
     let err = c.send(&m.envelope, &m.data).await.unwrap_err();
     c.quit().await;
@@ -335,8 +452,10 @@ async fn mail_without_auth_gets_5_7_57() {
 
 #[tokio::test]
 async fn thread_limit_is_transient() {
-    let mut config = SimConfig::default();
-    config.max_connections_per_mailbox = 1;
+    let config = SimConfig {
+        max_connections_per_mailbox: 1,
+        ..SimConfig::default()
+    };
     let env = start(config).await;
     let first = env.alice().await;
     let mut second = env.alice().await;
@@ -355,10 +474,19 @@ async fn untrusted_certificates_and_plain_to_remote_hosts_are_refused() {
     settings.ca_file = None;
     let err = SmtpClient::connect(&settings).await.unwrap_err();
     assert!(matches!(err, SmtpError::Tls { .. }), "{err:?}");
-    assert!(err.diagnosis().unwrap().title.contains("not trusted"), "{:?}", err.diagnosis());
+    assert!(
+        err.diagnosis().unwrap().title.contains("not trusted"),
+        "{:?}",
+        err.diagnosis()
+    );
     assert!(err.diagnosis().unwrap().to_string().contains("ca_file"));
 
-    let plain = SmtpSettings::new("smtp.example.com", 25, Security::Plain, AuthMechanism::Xoauth2);
+    let plain = SmtpSettings::new(
+        "smtp.example.com",
+        25,
+        Security::Plain,
+        AuthMechanism::Xoauth2,
+    );
     let err = SmtpClient::connect(&plain).await.unwrap_err();
     assert!(matches!(err, SmtpError::PlainNotLoopback { .. }));
     assert_eq!(err.sysexit(), Sysexit::Config);
@@ -369,9 +497,18 @@ async fn connection_refused_is_transient_with_a_diagnosis() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let settings = SmtpSettings::new("127.0.0.1", port, Security::Starttls, AuthMechanism::Xoauth2);
+    let settings = SmtpSettings::new(
+        "127.0.0.1",
+        port,
+        Security::Starttls,
+        AuthMechanism::Xoauth2,
+    );
     let err = SmtpClient::connect(&settings).await.unwrap_err();
     assert!(matches!(err, SmtpError::Connect { .. }), "{err:?}");
     assert_eq!(err.sysexit(), Sysexit::TempFail);
-    assert!(err.diagnosis().unwrap().to_string().contains("smtp.office365.com port 587"));
+    assert!(err
+        .diagnosis()
+        .unwrap()
+        .to_string()
+        .contains("smtp.office365.com port 587"));
 }

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use super::auth::{self, Identity, Verdict};
 use super::message::header_facts;
 use super::replies::Replies;
+use crate::faults::SmtpStep;
 use crate::{Event, Mode, State};
 
 /// Longest command line accepted, without its CRLF.
@@ -221,6 +222,11 @@ impl Session {
         }
     }
 
+    /// The reply [`crate::Faults::smtp_forced_reply`] sets for `step`, if any.
+    fn forced(&self, step: SmtpStep, recipient: Option<&str>) -> Option<String> {
+        self.state.faults().forced_reply(step, recipient)
+    }
+
     fn gmail(&self) -> bool {
         self.state.config.mode == Mode::Gmail
     }
@@ -320,7 +326,14 @@ impl Session {
             Request::Ehlo { .. } => {
                 self.greeted = true;
                 self.txn = None;
-                self.replies.ehlo(self.peer.ip(), self.tls)
+                match self.forced(SmtpStep::Ehlo, None).filter(|_| self.tls) {
+                    Some(r) if r.starts_with("421") => {
+                        self.send(io, &r).await?;
+                        return Ok(Flow::Quit);
+                    }
+                    Some(r) => r,
+                    None => self.replies.ehlo(self.peer.ip(), self.tls),
+                }
             }
             Request::Helo { .. } => {
                 self.greeted = true;
@@ -403,7 +416,7 @@ impl Session {
         } else {
             None
         };
-        if let Some(r) = refusal {
+        if let Some(r) = refusal.or_else(|| self.forced(SmtpStep::Auth, None)) {
             return self.auth_done(io, name, None, r).await;
         }
         // RFC 4954: "=" is an empty initial response; no argument means "ask for it".
@@ -607,7 +620,7 @@ impl Session {
             Some(true) if from.size > self.state.config.max_message_size => {
                 Some(self.replies.size_exceeded())
             }
-            Some(true) => None,
+            Some(true) => self.forced(SmtpStep::MailFrom, None),
         };
         if let Some(r) = refusal {
             self.log_transaction(&from.address, &[], &r, None);
@@ -628,8 +641,12 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return self.replies.need_mail();
         };
-        if txn.rcpt_to.len() >= max {
-            let r = self.replies.too_many_recipients();
+        let forced = self
+            .state
+            .faults()
+            .forced_reply(SmtpStep::RcptTo, Some(&to.address));
+        if txn.rcpt_to.len() >= max || forced.is_some() {
+            let r = forced.unwrap_or_else(|| self.replies.too_many_recipients());
             let (from, rcpts) = (txn.mail_from.clone(), txn.rcpt_to.clone());
             self.log_transaction(&from, &rcpts, &r, None);
             return r;
@@ -769,6 +786,9 @@ impl Session {
             return (self.replies.not_authenticated(), None);
         };
         let identity = &auth.identity;
+        if let Some(r) = self.forced(SmtpStep::Message, None) {
+            return (r, None);
+        }
         if txn.oversize {
             return (self.replies.size_exceeded(), None);
         }

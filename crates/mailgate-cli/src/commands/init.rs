@@ -469,13 +469,8 @@ fn ask_secret(
         Provider::Custom => "the client secret the OAuth server issued",
     };
     println!("The client secret is {where_}.");
-    let default = if flow == Flow::ClientCredentials {
-        "value"
-    } else if provider == Provider::Gmail {
-        "value"
-    } else {
-        "none"
-    };
+    // Most registrations (a "Web" platform, or any client credentials app) have a secret.
+    let default = "value";
     loop {
         let how = p.ask(
             "Client secret",

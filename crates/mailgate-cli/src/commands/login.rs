@@ -146,7 +146,11 @@ fn report(account: &Account, tokens: &TokenResponse, store: &str) {
             "the app {} (app-only, acting for {})",
             account.client_id, account.user
         ),
-        (None, _) => "an account the provider did not name".to_string(),
+        (None, _) => format!(
+            "the account signed in in the browser (the provider did not name it; add the \
+             `openid` scope to see who); SMTP logs in as {}",
+            account.user
+        ),
     };
     println!();
     println!("Signed in: {} is authorized as {who}.", account.name);

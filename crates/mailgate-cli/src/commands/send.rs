@@ -39,9 +39,10 @@ pub struct Args {
     /// Where replies should go.
     #[arg(long, value_name = "ADDRESS")]
     pub reply_to: Vec<String>,
-    #[arg(long, short = 's', default_value = "")]
-    pub subject: String,
-    /// The text body.
+    /// The subject (any language: non-ASCII is encoded as RFC 2047 requires).
+    #[arg(long, short = 's')]
+    pub subject: Option<String>,
+    /// The text body (without --body or --body-file, it is read from standard input).
     #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
     pub body: Option<String>,
     /// Read the text body from a file (`-` for standard input).
@@ -135,7 +136,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
         cc: addresses(&args.cc, "--cc")?,
         bcc: addresses(&args.bcc, "--bcc")?,
         reply_to: addresses(&args.reply_to, "--reply-to")?,
-        subject: Some(args.subject.clone()).filter(|s| !s.is_empty()),
+        subject: args.subject.clone().filter(|s| !s.is_empty()),
         text,
         html,
         attachments,

@@ -5,10 +5,13 @@
 use anyhow::Context as _;
 use mailgate::config::{Account, Config};
 use mailgate::oauth::Flow;
+use mailgate::sysexits::HasSysexit;
 use mailgate::tokens::{StoreKind, TokenManager, TokenSet};
+use mailgate::Sysexit;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::exit::fail;
 use crate::Globals;
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +49,9 @@ struct AccountStatus {
     warnings: Vec<String>,
     /// Why the tokens could not be read, when they could not.
     error: Option<String>,
+    /// The exit status that error deserves.
+    #[serde(skip)]
+    error_status: Option<Sysexit>,
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
@@ -70,7 +76,21 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     } else {
         print_text(&config, &statuses);
     }
-    Ok(())
+    let failed: Vec<&AccountStatus> = statuses.iter().filter(|s| s.error.is_some()).collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(fail(
+            first.error_status.unwrap_or(Sysexit::Software),
+            anyhow::anyhow!(
+                "the tokens of {} could not be read (see above)",
+                failed
+                    .iter()
+                    .map(|s| s.account.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }
 
 fn status_of(config: &Config, account: &Account, default: bool) -> AccountStatus {
@@ -93,10 +113,12 @@ fn status_of(config: &Config, account: &Account, default: bool) -> AccountStatus
         logged_in_at: None,
         warnings: Vec::new(),
         error: None,
+        error_status: None,
     };
     let manager = match TokenManager::new(config, account) {
         Ok(m) => m,
         Err(e) => {
+            s.error_status = Some(e.sysexit());
             s.error = Some(format!("{:#}", anyhow::Error::new(e)));
             return s;
         }
@@ -106,6 +128,7 @@ fn status_of(config: &Config, account: &Account, default: bool) -> AccountStatus
     let tokens = match manager.load() {
         Ok(t) => t,
         Err(e) => {
+            s.error_status = Some(e.sysexit());
             s.error = Some(format!("{:#}", anyhow::Error::new(e)));
             return s;
         }

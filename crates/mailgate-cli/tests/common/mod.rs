@@ -112,7 +112,7 @@ impl TestEnv {
         let mut out = format!("[accounts.{name}]\n");
         for (k, v) in &defaults {
             match overrides.iter().find(|(ok, _)| ok == k) {
-                Some((_, ov)) if ov.is_empty() => {} // "" removes the key
+                Some((_, "")) => {} // "" removes the key
                 Some((_, ov)) => out.push_str(&format!("{k} = {ov}\n")),
                 None => out.push_str(&format!("{k} = {v}\n")),
             }
@@ -125,9 +125,15 @@ impl TestEnv {
         out
     }
 
-    /// Replaces the config file.
+    /// Replaces the config file (mode 0600, as a config holding a client secret should be).
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config_path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.config_path, std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -185,6 +191,8 @@ impl TestEnv {
 
     /// Starts `mailgate login ACCOUNT --no-browser EXTRA...` and returns it with the
     /// authorization URL it printed (the first stdout line that starts with `http`).
+    // The child is handed to the caller inside a `DrainedChild`, whose `wait_with_output` reaps it.
+    #[allow(clippy::zombie_processes)]
     pub fn start_login(&self, account: &str, extra: &[&str]) -> (Child, String) {
         let mut args = vec!["login", account, "--no-browser"];
         args.extend_from_slice(extra);

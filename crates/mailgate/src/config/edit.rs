@@ -29,10 +29,12 @@ impl ConfigEditor {
                 })
             }
         };
-        let doc = text.parse::<DocumentMut>().map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: super::syntax_message(&e, &text),
-        })?;
+        let doc = text
+            .parse::<DocumentMut>()
+            .map_err(|e| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: super::syntax_message(&e, &text),
+            })?;
         Ok(ConfigEditor {
             path: path.to_path_buf(),
             doc,
@@ -196,7 +198,10 @@ mod tests {
         assert!(text.contains("# the family mailbox"), "{text}");
         assert!(text.contains("[accounts.work]"), "{text}");
         assert!(!text.contains("[accounts]\n"), "{text}");
-        assert!(text.contains("# written by mailgate init\n[accounts.work]"), "{text}");
+        assert!(
+            text.contains("# written by mailgate init\n[accounts.work]"),
+            "{text}"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

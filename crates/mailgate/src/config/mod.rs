@@ -46,7 +46,14 @@ use crate::Secret;
 pub use presets::Preset;
 
 /// Keys allowed at the top level of the config file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["state_dir", "token_store", "default_account", "accounts", "rules", "relay"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "state_dir",
+    "token_store",
+    "default_account",
+    "accounts",
+    "rules",
+    "relay",
+];
 
 /// Keys allowed in an `[accounts.NAME]` table.
 pub const ACCOUNT_KEYS: &[&str] = &[
@@ -127,9 +134,7 @@ pub enum ConfigError {
         known: String,
     },
     /// No account was named and the config has no `default_account` to fall back on.
-    #[error(
-        "config {path}: which account? Name one (accounts: {known}) or set default_account"
-    )]
+    #[error("config {path}: which account? Name one (accounts: {known}) or set default_account")]
     NoDefaultAccount { path: PathBuf, known: String },
     /// The config has no accounts at all.
     #[error("config {path}: no accounts; run `mailgate init` to add one")]
@@ -350,10 +355,11 @@ impl Config {
     /// Parses and validates config text; `path` is used for messages and to resolve relative
     /// paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: syntax_message(&e, text),
-        })?;
+        let doc =
+            toml_edit::Document::parse(text.to_string()).map_err(|e| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: syntax_message(&e, text),
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let top = Section::new(path, text, "");
         let mut state_dir = None;
@@ -382,7 +388,9 @@ impl Config {
                 // Read after the loop: rules name accounts, which may come later in the file.
                 "rules" => rules_item = Some((item, line)),
                 "relay" => {
-                    relay = Some(crate::relay::RelayConfig::parse(path, text, &base, item, line)?)
+                    relay = Some(crate::relay::RelayConfig::parse(
+                        path, text, &base, item, line,
+                    )?)
                 }
                 other => return Err(top.unknown_key(other, item, line, TOP_LEVEL_KEYS)),
             }
@@ -417,7 +425,11 @@ impl Config {
             None => BTreeMap::new(),
         };
         if let Some(r) = &relay {
-            r.check_accounts(path, &accounts, default_account.as_ref().map(|(n, _)| n.as_str()))?;
+            r.check_accounts(
+                path,
+                &accounts,
+                default_account.as_ref().map(|(n, _)| n.as_str()),
+            )?;
         }
         Ok(Config {
             path: path.to_path_buf(),
@@ -602,7 +614,12 @@ impl<'a> Section<'a> {
     }
 
     /// A string value.
-    pub fn string(&self, key: &str, item: &Item, line: Option<usize>) -> Result<String, ConfigError> {
+    pub fn string(
+        &self,
+        key: &str,
+        item: &Item,
+        line: Option<usize>,
+    ) -> Result<String, ConfigError> {
         match item.as_str() {
             Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
             Some(_) => Err(self.invalid(key, item, line, "must not be empty")),
@@ -621,7 +638,12 @@ impl<'a> Section<'a> {
         match item.as_integer() {
             Some(n) if (0..=max).contains(&n) => Ok(n),
             Some(_) => Err(self.invalid(key, item, line, format!("expected 0 to {max}"))),
-            None => Err(self.invalid(key, item, line, format!("expected a number from 0 to {max}"))),
+            None => Err(self.invalid(
+                key,
+                item,
+                line,
+                format!("expected a number from 0 to {max}"),
+            )),
         }
     }
 
@@ -797,9 +819,14 @@ fn parse_account(
                 let v = item
                     .as_str()
                     .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| s.invalid(key, item, line, "expected the secret's Value as a string"))?;
-                raw.secrets
-                    .push(("client_secret", SecretSource::Value(Secret::new(v.trim())), line));
+                    .ok_or_else(|| {
+                        s.invalid(key, item, line, "expected the secret's Value as a string")
+                    })?;
+                raw.secrets.push((
+                    "client_secret",
+                    SecretSource::Value(Secret::new(v.trim())),
+                    line,
+                ));
             }
             "client_secret_env" => {
                 let v = str_()?;
@@ -816,24 +843,23 @@ fn parse_account(
                     .push(("client_secret_env", SecretSource::Env(v), line));
             }
             "client_secret_command" => {
-                let cmd = if let Some(arr) = item.as_array() {
-                    let argv: Option<Vec<String>> =
-                        arr.iter().map(|v| v.as_str().map(String::from)).collect();
-                    match argv {
-                        Some(a) if !a.is_empty() => SecretCommand::Argv(a),
-                        _ => {
-                            return Err(s.invalid(
+                let cmd =
+                    if let Some(arr) = item.as_array() {
+                        let argv: Option<Vec<String>> =
+                            arr.iter().map(|v| v.as_str().map(String::from)).collect();
+                        match argv {
+                            Some(a) if !a.is_empty() => SecretCommand::Argv(a),
+                            _ => return Err(s.invalid(
                                 key,
                                 item,
                                 line,
                                 "expected a command line (string) or a program and its arguments \
                                  (array of strings)",
-                            ))
+                            )),
                         }
-                    }
-                } else {
-                    SecretCommand::Shell(str_()?)
-                };
+                    } else {
+                        SecretCommand::Shell(str_()?)
+                    };
                 raw.secrets
                     .push(("client_secret_command", SecretSource::Command(cmd), line));
             }
@@ -856,7 +882,9 @@ fn parse_account(
                 }
                 raw.smtp_port = Some(p);
             }
-            "smtp_security" => raw.smtp_security = Some((s.choice(key, item, line, SECURITIES)?, line)),
+            "smtp_security" => {
+                raw.smtp_security = Some((s.choice(key, item, line, SECURITIES)?, line))
+            }
             "smtp_auth" => raw.smtp_auth = Some(s.choice(key, item, line, MECHANISMS)?),
             "ca_file" => {
                 let p = paths::resolve_path(&str_()?, base);
@@ -962,8 +990,7 @@ fn resolve_account(
             let keys: Vec<&str> = raw.secrets.iter().map(|(k, _, _)| *k).collect();
             return Err(invalid(
                 keys.join(" and "),
-                "set at most one of client_secret, client_secret_env, client_secret_command"
-                    .into(),
+                "set at most one of client_secret, client_secret_env, client_secret_command".into(),
                 raw.secrets[1].2,
             ));
         }
@@ -977,8 +1004,8 @@ fn resolve_account(
     }
 
     let endpoint = |key: &str,
-               given: Option<(String, Option<usize>)>,
-               default: Option<String>|
+                    given: Option<(String, Option<usize>)>,
+                    default: Option<String>|
      -> Result<Option<String>, ConfigError> {
         match given {
             Some((u, line)) => {
@@ -996,17 +1023,16 @@ fn resolve_account(
         raw.device_authorization_url,
         preset.device_authorization_url,
     )?;
-    let authorize_url = match (flow, authorize_url) {
-        (_, Some(u)) => u,
-        (Flow::AuthorizationCode, None) => {
-            return Err(s.missing(
+    let authorize_url =
+        match (flow, authorize_url) {
+            (_, Some(u)) => u,
+            (Flow::AuthorizationCode, None) => return Err(s.missing(
                 "authorize_url",
                 "flow authorization_code needs the authorization endpoint (provider custom has \
                  no preset)",
-            ))
-        }
-        (_, None) => String::new(),
-    };
+            )),
+            (_, None) => String::new(),
+        };
     if flow == Flow::DeviceCode && device_authorization_url.is_none() {
         return Err(s.missing(
             "device_authorization_url",
@@ -1059,9 +1085,7 @@ fn resolve_account(
             None,
         ),
     };
-    let (smtp_security, security_line) = raw
-        .smtp_security
-        .unwrap_or((preset.smtp_security, None));
+    let (smtp_security, security_line) = raw.smtp_security.unwrap_or((preset.smtp_security, None));
     if smtp_security == Security::Plain && !is_loopback_host(&smtp_host) {
         return Err(invalid(
             "smtp_security = \"plain\"".into(),
@@ -1098,7 +1122,9 @@ fn resolve_account(
         smtp_auth: raw.smtp_auth.unwrap_or(preset.smtp_auth),
         ca_file: raw.ca_file.map(|(p, _)| p),
         max_connections: raw.max_connections.unwrap_or(preset.max_connections),
-        messages_per_minute: raw.messages_per_minute.unwrap_or(preset.messages_per_minute),
+        messages_per_minute: raw
+            .messages_per_minute
+            .unwrap_or(preset.messages_per_minute),
         config_path: path.to_path_buf(),
     })
 }
@@ -1121,7 +1147,11 @@ fn resolve_redirect(
         (Some((u, line)), port) => {
             let what = || format!("redirect_uri = {u:?}");
             let parsed = url::Url::parse(&u).map_err(|e| {
-                invalid(what(), format!("not a URL ({e}); expected e.g. http://localhost:3017/"), line)
+                invalid(
+                    what(),
+                    format!("not a URL ({e}); expected e.g. http://localhost:3017/"),
+                    line,
+                )
             })?;
             let loopback = parsed.host_str().map(is_loopback_host).unwrap_or(false);
             if parsed.scheme() != "http" || !loopback {
@@ -1139,14 +1169,14 @@ fn resolve_redirect(
                 Some((0, _)) => Ok((u, 0)),
                 Some((p, _)) if p == uri_port => Ok((u, p)),
                 Some((p, pline)) => Err(invalid(
-                        format!("redirect_port = {p}"),
-                        format!(
-                            "the browser is sent to the port of redirect_uri ({uri_port}), so \
+                    format!("redirect_port = {p}"),
+                    format!(
+                        "the browser is sent to the port of redirect_uri ({uri_port}), so \
                              the listener must use it too: expected {uri_port} (or 0 for any free \
                              port), or change redirect_uri"
-                        ),
-                        pline.or(line),
-                    )),
+                    ),
+                    pline.or(line),
+                )),
             }
         }
     }
@@ -1164,7 +1194,9 @@ pub fn is_loopback_host(host: &str) -> bool {
     if h.eq_ignore_ascii_case("localhost") || h.to_ascii_lowercase().ends_with(".localhost") {
         return true;
     }
-    h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    h.parse::<IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// Checks an OAuth endpoint: an https URL, or http to a loopback host.
@@ -1178,7 +1210,9 @@ fn check_endpoint(u: &str) -> Result<(), String> {
              (http:// is only allowed to localhost)"
                 .into(),
         ),
-        other => Err(format!("unsupported scheme {other}:; expected an https:// URL")),
+        other => Err(format!(
+            "unsupported scheme {other}:; expected an https:// URL"
+        )),
     }
 }
 
@@ -1272,9 +1306,9 @@ fn looks_like_guid(s: &str) -> bool {
 fn run_secret_command(cmd: &SecretCommand) -> Result<String, String> {
     let (mut command, shown) = match cmd {
         SecretCommand::Shell(line) => {
-            #[cfg(unix)]
+            #[cfg(not(windows))]
             let mut c = std::process::Command::new("sh");
-            #[cfg(unix)]
+            #[cfg(not(windows))]
             c.arg("-c").arg(line);
             #[cfg(windows)]
             let mut c = std::process::Command::new("cmd");
@@ -1301,7 +1335,13 @@ fn run_secret_command(cmd: &SecretCommand) -> Result<String, String> {
         let detail = if stderr.is_empty() {
             String::new()
         } else {
-            let first: String = stderr.lines().next().unwrap_or("").chars().take(200).collect();
+            let first: String = stderr
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
             format!(": {first}")
         };
         return Err(format!("`{shown}` failed ({}){detail}", out.status));
@@ -1310,7 +1350,9 @@ fn run_secret_command(cmd: &SecretCommand) -> Result<String, String> {
         .map_err(|_| format!("`{shown}` printed something that is not UTF-8"))?;
     let value = value.trim();
     if value.is_empty() {
-        return Err(format!("`{shown}` printed nothing; it must print the secret's Value"));
+        return Err(format!(
+            "`{shown}` printed nothing; it must print the secret's Value"
+        ));
     }
     Ok(value.to_string())
 }

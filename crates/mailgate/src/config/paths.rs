@@ -24,7 +24,9 @@ pub fn config_path(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     }
     let base = xdg_dir("XDG_CONFIG_HOME")
         .or_else(dirs::config_dir)
-        .ok_or(ConfigError::NoHome { what: "config directory" })?;
+        .ok_or(ConfigError::NoHome {
+            what: "config directory",
+        })?;
     Ok(base.join("mailgate").join("config.toml"))
 }
 
@@ -34,7 +36,9 @@ pub fn default_state_dir() -> Result<PathBuf, ConfigError> {
     let base = xdg_dir("XDG_STATE_HOME")
         .or_else(dirs::state_dir)
         .or_else(dirs::data_local_dir)
-        .ok_or(ConfigError::NoHome { what: "state directory" })?;
+        .ok_or(ConfigError::NoHome {
+            what: "state directory",
+        })?;
     Ok(base.join("mailgate"))
 }
 
@@ -55,7 +59,10 @@ fn xdg_dir(_var: &str) -> Option<PathBuf> {
 /// Expands a leading `~/` and makes a relative path relative to `base` (the config file's
 /// directory), so that a config means the same wherever mailgate is started from.
 pub fn resolve_path(value: &str, base: &Path) -> PathBuf {
-    let expanded = match value.strip_prefix("~/").or_else(|| value.strip_prefix("~\\")) {
+    let expanded = match value
+        .strip_prefix("~/")
+        .or_else(|| value.strip_prefix("~\\"))
+    {
         Some(rest) => match dirs::home_dir() {
             Some(home) => home.join(rest),
             None => PathBuf::from(value),
@@ -83,7 +90,13 @@ mod tests {
     #[test]
     fn relative_paths_are_relative_to_the_config_dir() {
         let base = Path::new("/etc/mailgate");
-        assert_eq!(resolve_path("ca.pem", base), PathBuf::from("/etc/mailgate/ca.pem"));
-        assert_eq!(resolve_path("/abs/ca.pem", base), PathBuf::from("/abs/ca.pem"));
+        assert_eq!(
+            resolve_path("ca.pem", base),
+            PathBuf::from("/etc/mailgate/ca.pem")
+        );
+        assert_eq!(
+            resolve_path("/abs/ca.pem", base),
+            PathBuf::from("/abs/ca.pem")
+        );
     }
 }

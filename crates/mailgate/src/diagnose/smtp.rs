@@ -185,7 +185,9 @@ const AUTH_DISABLED_URL: &str = "https://aka.ms/smtp_auth_disabled";
 pub fn default_status(reply: &Reply) -> Sysexit {
     if reply.is_transient() {
         Sysexit::TempFail
-    } else if reply.enhanced.is_some_and(|e| e.class == 5 && e.subject == 7)
+    } else if reply
+        .enhanced
+        .is_some_and(|e| e.class == 5 && e.subject == 7)
         || (reply.code == 535 || reply.code == 530)
     {
         Sysexit::NoPerm
@@ -201,7 +203,9 @@ pub fn diagnose_reply(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
     let text = reply.text();
     let lower = text.to_ascii_lowercase();
     let code = reply.enhanced;
-    let is = |class: u8, subject: u16, detail: u16| code == Some(EnhancedCode::new(class, subject, detail));
+    let is = |class: u8, subject: u16, detail: u16| {
+        code == Some(EnhancedCode::new(class, subject, detail))
+    };
     let verbatim = provider_says(reply, ctx.challenge);
     let user = ctx.auth_user.unwrap_or("the signed-in user");
     let code_text = reply.enhanced_or_default().to_string();
@@ -212,12 +216,21 @@ pub fn diagnose_reply(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
         basic_auth(&code_text)
     } else if is(5, 7, 139) || lower.contains("smtpclientauthentication is disabled") {
         auth_disabled(&lower, user)
-    } else if is(5, 2, 252) || lower.contains("sendasdenied") || lower.contains("send as this sender") || is(5, 7, 60) {
+    } else if is(5, 2, 252)
+        || lower.contains("sendasdenied")
+        || lower.contains("send as this sender")
+        || is(5, 7, 60)
+    {
         let (who, mailbox) = send_as_names(&text);
         send_as_denied(
             &code_text,
-            who.as_deref().or(ctx.auth_user).unwrap_or("the signed-in user"),
-            mailbox.as_deref().or(ctx.mail_from).unwrap_or("the From address"),
+            who.as_deref()
+                .or(ctx.auth_user)
+                .unwrap_or("the signed-in user"),
+            mailbox
+                .as_deref()
+                .or(ctx.mail_from)
+                .unwrap_or("the From address"),
         )
     } else if is(5, 7, 8) || (ctx.challenge.is_some() && reply.code == 535) {
         google_refused(ctx)
@@ -228,7 +241,9 @@ pub fn diagnose_reply(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
             && (lower.contains("not authenticated") || lower.contains("authentication required")))
     {
         not_authenticated(&code_text)
-    } else if lower.contains("thread limit") || lower.contains("too many concurrent smtp connections") {
+    } else if lower.contains("thread limit")
+        || lower.contains("too many concurrent smtp connections")
+    {
         thread_limit(&code_text, user)
     } else if lower.contains("submissionquotaexceeded")
         || (is(5, 2, 0) && lower.contains("quota"))
@@ -257,12 +272,21 @@ pub fn diagnose_reply(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
 fn provider_says(reply: &Reply, challenge: Option<&OAuthChallenge>) -> String {
     let mut s = reply.verbatim();
     if let Some(c) = challenge {
-        s.push_str(&format!("\n  (before that, its 334 challenge decoded: {})", c.raw.trim()));
+        s.push_str(&format!(
+            "\n  (before that, its 334 challenge decoded: {})",
+            c.raw.trim()
+        ));
     }
     s
 }
 
-fn diagnosis(code: &str, title: String, explanation: String, fix: Vec<String>, sysexit: Sysexit) -> Diagnosis {
+fn diagnosis(
+    code: &str,
+    title: String,
+    explanation: String,
+    fix: Vec<String>,
+    sysexit: Sysexit,
+) -> Diagnosis {
     Diagnosis {
         code: code.into(),
         title,
@@ -394,10 +418,16 @@ pub fn send_as_names(text: &str) -> (Option<String>, Option<String>) {
         return (None, None);
     };
     let clean = |s: &str| {
-        s.trim_matches(|c: char| c == ';' || c == ',' || c == '<' || c == '>' || c == '.' || c.is_whitespace())
-            .to_string()
+        s.trim_matches(|c: char| {
+            c == ';' || c == ',' || c == '<' || c == '>' || c == '.' || c.is_whitespace()
+        })
+        .to_string()
     };
-    let who = text[..at].split_whitespace().last().map(clean).filter(|s| s.contains('@'));
+    let who = text[..at]
+        .split_whitespace()
+        .last()
+        .map(clean)
+        .filter(|s| s.contains('@'));
     let mailbox = text[at + marker.len()..]
         .split_whitespace()
         .next()
@@ -544,7 +574,9 @@ fn unknown(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
     let code = reply.enhanced_or_default();
     let sysexit = default_status(reply);
     let fix = if reply.is_transient() {
-        vec!["This is a temporary refusal: retry later (mailgate exits 75 so callers retry).".into()]
+        vec![
+            "This is a temporary refusal: retry later (mailgate exits 75 so callers retry).".into(),
+        ]
     } else {
         vec![format!(
             "Look up the enhanced status code {code} in the provider's documentation; the reply's own text (below) usually names the cause."
@@ -552,7 +584,10 @@ fn unknown(reply: &Reply, ctx: &ReplyContext<'_>) -> Diagnosis {
     };
     diagnosis(
         &code.to_string(),
-        format!("{} refused {} with {} {}", ctx.host, ctx.stage, reply.code, code),
+        format!(
+            "{} refused {} with {} {}",
+            ctx.host, ctx.stage, reply.code, code
+        ),
         "mailgate has no explanation for this reply; it is shown verbatim below.".into(),
         fix,
         sysexit,
@@ -600,7 +635,9 @@ fn connect_fixes(host: &str, port: u16) -> Vec<String> {
 
 /// Explains a failed TLS handshake.
 pub fn tls_failure(host: &str, message: &str) -> Diagnosis {
-    let (title, why, fix) = if message.contains("UnknownIssuer") || message.contains("unknown issuer") {
+    let (title, why, fix) = if message.contains("UnknownIssuer")
+        || message.contains("unknown issuer")
+    {
         (
             format!("The certificate of {host} is not trusted"),
             "The certificate was not issued by an authority this machine trusts. A TLS-inspecting proxy or antivirus that re-signs connections causes this, as does a test server.".to_string(),
@@ -640,7 +677,10 @@ pub fn mechanism_not_offered(host: &str, wanted: AuthMechanism, offered: &[Strin
     let offers_other = offered.iter().any(|m| m.eq_ignore_ascii_case(other.0));
     let (fix, status) = if offers_other {
         (
-            vec![format!("Set `auth = \"{}\"` in the account: {host} offers {}.", other.1, other.0)],
+            vec![format!(
+                "Set `auth = \"{}\"` in the account: {host} offers {}.",
+                other.1, other.0
+            )],
             Sysexit::Config,
         )
     } else if offered.is_empty() {
@@ -653,7 +693,10 @@ pub fn mechanism_not_offered(host: &str, wanted: AuthMechanism, offered: &[Strin
         )
     } else {
         (
-            vec!["This server does not take OAuth2 tokens; mailgate cannot authenticate to it.".to_string()],
+            vec![
+                "This server does not take OAuth2 tokens; mailgate cannot authenticate to it."
+                    .to_string(),
+            ],
             Sysexit::Unavailable,
         )
     };
@@ -662,7 +705,11 @@ pub fn mechanism_not_offered(host: &str, wanted: AuthMechanism, offered: &[Strin
         format!("{host} does not offer AUTH {}", mechanism_name(wanted)),
         format!(
             "It offers: {}.",
-            if offered.is_empty() { "nothing".to_string() } else { offered.join(" ") }
+            if offered.is_empty() {
+                "nothing".to_string()
+            } else {
+                offered.join(" ")
+            }
         ),
         fix,
         status,
@@ -684,7 +731,8 @@ mod tests {
     #[test]
     fn every_catalogue_entry_is_recognised_with_its_status() {
         for entry in CATALOGUE {
-            let reply = Reply::parse(entry.sample).unwrap_or_else(|| panic!("sample parses: {}", entry.sample));
+            let reply = Reply::parse(entry.sample)
+                .unwrap_or_else(|| panic!("sample parses: {}", entry.sample));
             let d = diagnose_reply(&reply, &ctx(entry.stage));
             assert_eq!(d.code, entry.code, "{}", entry.sample);
             assert_eq!(d.sysexit, entry.sysexit, "{}", entry.sample);
@@ -699,7 +747,9 @@ mod tests {
         let reply = Reply::parse(CATALOGUE[0].sample).unwrap();
         let text = diagnose_reply(&reply, &ctx(Stage::Auth)).to_string();
         assert!(text.contains("Authenticated SMTP"));
-        assert!(text.contains("Set-CASMailbox -Identity alice@contoso.com -SmtpClientAuthenticationDisabled $false"));
+        assert!(text.contains(
+            "Set-CASMailbox -Identity alice@contoso.com -SmtpClientAuthenticationDisabled $false"
+        ));
         assert!(text.contains("Set-TransportConfig -SmtpClientAuthenticationDisabled $false"));
         assert!(text.contains("Security defaults"));
         assert!(text.contains("for the tenant"));
@@ -716,14 +766,19 @@ mod tests {
         )
         .unwrap();
         let d = diagnose_reply(&reply, &ctx(Stage::Message));
-        assert_eq!(d.title, "bob@contoso.com is not allowed to send as sales@contoso.com (missing \"Send As\")");
+        assert_eq!(
+            d.title,
+            "bob@contoso.com is not allowed to send as sales@contoso.com (missing \"Send As\")"
+        );
         let text = d.to_string();
         assert!(text.contains("Recipients → Mailboxes → sales@contoso.com → Delegation → Send As"));
         assert!(text.contains("Add-RecipientPermission -Identity sales@contoso.com -Trustee bob@contoso.com -AccessRights SendAs"));
         // 5.7.60 names nobody: the context does.
         let reply = Reply::parse(CATALOGUE[5].sample).unwrap();
         let d = diagnose_reply(&reply, &ctx(Stage::Message));
-        assert!(d.title.contains("alice@contoso.com is not allowed to send as support@contoso.com"));
+        assert!(d
+            .title
+            .contains("alice@contoso.com is not allowed to send as support@contoso.com"));
     }
 
     #[test]
@@ -750,7 +805,8 @@ mod tests {
             ..ctx(Stage::Auth)
         };
         let text = diagnose_reply(&reply, &c).to_string();
-        assert!(text.contains(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#));
+        assert!(text
+            .contains(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#));
         assert!(text.contains("\"Testing\" publishing status"));
         assert!(text.contains("7 days"));
     }
@@ -761,9 +817,14 @@ mod tests {
         let d = diagnose_reply(&reply, &ctx(Stage::Message));
         assert_eq!(d.code, "5.4.317");
         assert_eq!(d.sysexit, Sysexit::Unavailable);
-        assert!(d.provider_says.contains("550 5.4.317 Message expired, cannot process"));
+        assert!(d
+            .provider_says
+            .contains("550 5.4.317 Message expired, cannot process"));
         let reply = Reply::parse("451 4.7.500 Server busy").unwrap();
-        assert_eq!(diagnose_reply(&reply, &ctx(Stage::Message)).sysexit, Sysexit::TempFail);
+        assert_eq!(
+            diagnose_reply(&reply, &ctx(Stage::Message)).sysexit,
+            Sysexit::TempFail
+        );
         let reply = Reply::parse("554 Transaction failed").unwrap();
         let d = diagnose_reply(&reply, &ctx(Stage::Message));
         assert_eq!(d.code, "5.0.0");

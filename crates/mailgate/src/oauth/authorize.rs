@@ -1,7 +1,10 @@
 //! The authorization code flow: PKCE S256, a random `state`, a loopback listener, the
 //! authorization URL, and the code exchange.
 //!
-//! It comes in two halves so that a caller can show (or fetch) the URL before waiting:
+//! It comes in two halves so that a caller can show (or fetch) the URL before waiting. The
+//! browser's request to the loopback listener is answered only once the code has been exchanged
+//! (so that the page can say whether the login worked): a caller that fetches the URL itself must
+//! do so while `finish` runs, e.g. with `finish` spawned on a task.
 //!
 //! ```no_run
 //! # async fn example(client: mailgate::oauth::OAuthClient) -> Result<(), mailgate::oauth::OAuthError> {

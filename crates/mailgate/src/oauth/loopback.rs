@@ -291,19 +291,23 @@ impl LoopbackListener {
                              (an old browser tab, or a forged request); still waiting"
                         );
                     }
-                    None => unreachable!("the accept loops hold the sender"),
+                    // Cannot happen while the accept loops run; if it did, nothing more can
+                    // arrive, so wait out the time the user was promised and report it.
+                    None => {
+                        tokio::time::sleep_until(deadline).await;
+                        break;
+                    }
                 },
-                _ = tokio::time::sleep_until(deadline) => {
-                    let uri = self.redirect_uri.to_string();
-                    return Err(OAuthError::Timeout {
-                        diagnosis: Box::new(aadsts::login_timeout(&uri, timeout, rejected, ctx)),
-                        redirect_uri: uri,
-                        waited: timeout,
-                        rejected,
-                    });
-                }
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        let uri = self.redirect_uri.to_string();
+        Err(OAuthError::Timeout {
+            diagnosis: Box::new(aadsts::login_timeout(&uri, timeout, rejected, ctx)),
+            redirect_uri: uri,
+            waited: timeout,
+            rejected,
+        })
     }
 }
 

@@ -686,20 +686,18 @@ pub(crate) fn classify_account_error(acct: &AccountState, e: &SendError) -> (Str
     if !needs_attention {
         return (text, None);
     }
-    let fix = if acct.delegated() {
-        format!("Run `mailgate login {}` on the relay host.", acct.name)
+    let (reason, fix) = if acct.delegated() {
+        (
+            format!("account {} needs a new login:", acct.name),
+            format!("run `mailgate login {}` on the relay host.", acct.name),
+        )
     } else {
-        format!(
-            "Fix the app registration or secret of account {} (see above), then mail is sent \
-             again.",
-            acct.name
+        (
+            format!("account {} cannot get a token:", acct.name),
+            "fix its app registration or secret (see the diagnosis); mail is sent again then."
+                .to_string(),
         )
     };
-    let reason = format!(
-        "account {} needs attention before it can send: {}",
-        acct.name,
-        text.lines().next().unwrap_or("")
-    );
     (text, Some(Hold { reason, fix }))
 }
 
@@ -749,9 +747,10 @@ pub(crate) async fn hold(shared: &Arc<Shared>, acct: &Arc<AccountState>, h: Hold
     if first {
         tracing::error!(
             account = %acct.name,
-            "relay: {} Its mail is held (not bounced) until then. {}",
+            "relay: {} {} Its mail is held (not bounced) until then.\n{}",
             h.reason,
-            h.fix
+            h.fix,
+            detail
         );
         notice::account_needs_attention(shared, acct, &h, detail).await;
     }

@@ -101,7 +101,7 @@ async fn check(shared: &Arc<Shared>, acct: &Arc<AccountState>) {
                 return;
             }
             // Hold the account now rather than when the next message fails.
-            let err = SendError::Token(e);
+            let err = SendError::from(e);
             let (text, hold) = classify_account_error(acct, &err);
             if let Some(h) = hold {
                 tracing::error!(account = %acct.name, "relay keepalive: {} {}", h.reason, h.fix);

@@ -61,7 +61,7 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(120);
 pub enum RelayError {
     /// The config is wrong.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     /// The config has no account to send through.
     #[error("config {path}: the relay needs at least one account to send through; run `mailgate init`")]
     NoAccounts { path: PathBuf },
@@ -70,7 +70,7 @@ pub enum RelayError {
     Account {
         account: String,
         #[source]
-        source: TokenError,
+        source: Box<TokenError>,
     },
     /// A listen address cannot be bound.
     #[error("relay: cannot listen on {addr}: {source}{hint}")]
@@ -85,6 +85,12 @@ pub enum RelayError {
     /// The spool cannot be opened or is in use.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+}
+
+impl From<ConfigError> for RelayError {
+    fn from(e: ConfigError) -> RelayError {
+        RelayError::Config(Box::new(e))
+    }
 }
 
 impl HasSysexit for RelayError {
@@ -207,7 +213,7 @@ impl Relay {
         for (name, account) in &config.accounts {
             let tokens = TokenManager::new(config, account).map_err(|source| RelayError::Account {
                 account: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             accounts.insert(
                 name.clone(),

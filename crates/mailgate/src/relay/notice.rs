@@ -221,7 +221,7 @@ pub(crate) async fn account_needs_attention(
         return;
     };
     let text = format!(
-        "This is the mailgate relay on {host}.\n\n{reason}\n\nWhat to do: {fix}\n\n\
+        "This is the mailgate relay on {host}.\n\n{reason} {fix}\n\n\
          Mail for account {name} is held, not bounced: it is sent as soon as the account works \
          again.\n\nDetails:\n{detail}\n",
         host = shared.cfg.hostname,

@@ -246,18 +246,7 @@ pub async fn handle_connection(ctx: Arc<ServerCtx>, tcp: TcpStream, peer: Socket
         auth_failures: 0,
     };
     if !session.allowed_network && ctx.users.is_empty() {
-        tracing::warn!(
-            client = %peer,
-            "relay: refused a connection from {ip}: not in [relay] allow_networks, and no \
-             [relay.users] are configured to log in with"
-        );
-        let mut io = Io::new(tcp);
-        io.reply(&format!(
-            "554 5.7.1 {} Access denied: {ip} may not use this relay",
-            ctx.cfg.hostname
-        ));
-        let _ = io.flush().await;
-        let _ = io.stream.shutdown().await;
+        refuse(ctx.as_ref(), tcp, &session).await;
         return;
     }
     if implicit_tls {
@@ -300,6 +289,24 @@ pub async fn handle_connection(ctx: Arc<ServerCtx>, tcp: TcpStream, peer: Socket
         Ok(Err(e)) => tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS failed: {e}"),
         Err(_) => tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS timed out"),
     }
+}
+
+/// Refuses a client that may not send at all (outside `allow_networks`, and no users to log in
+/// as) with 554 and a log line.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(ctx: &ServerCtx, stream: S, s: &Session) {
+    tracing::warn!(
+        client = %s.peer,
+        "relay: refused a connection from {}: not in [relay] allow_networks, and no \
+         [relay.users] are configured to log in with",
+        s.ip
+    );
+    let mut io = Io::new(stream);
+    io.reply(&format!(
+        "554 5.7.1 {} Access denied: {} may not use this relay",
+        ctx.cfg.hostname, s.ip
+    ));
+    let _ = io.flush().await;
+    let _ = io.stream.shutdown().await;
 }
 
 /// Runs the command loop over `io`. Errors on the connection end the session quietly.
@@ -951,6 +958,10 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         errors: 0,
         auth_failures: 0,
     };
+    if !session.allowed_network && ctx.users.is_empty() {
+        refuse(ctx, stream, &session).await;
+        return;
+    }
     let mut io = Io::new(stream);
     let _ = serve(ctx, &mut io, &mut session, true).await;
     let _ = io.stream.shutdown().await;

@@ -190,7 +190,7 @@ impl MailNotifier {
             let acc = self
                 .config
                 .account(Some(account))
-                .map_err(|e| Box::new(SendError::Config(e)))?;
+                .map_err(|e| Box::new(SendError::from(e)))?;
             let mut sender = AccountSender::new(&self.config, acc).map_err(Box::new)?;
             let mut settings = sender.settings().clone();
             // A rule must not hang on a dead server: the spool takes over instead.
@@ -260,7 +260,7 @@ impl Notifier for MailNotifier {
             Err(e) => e,
         };
         let reason = describe(&err);
-        tracing::warn!(
+        tracing::info!(
             "rule {}: the {} mail cannot be sent now: {reason}; queueing it",
             mail.rule,
             mail.kind

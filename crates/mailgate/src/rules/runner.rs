@@ -114,11 +114,16 @@ impl<'a> Runner<'a> {
     }
 
     /// Scans each rule at its interval until `stop` is set, handing every report to `report`.
-    /// Queued event mail is retried between scans.
+    /// Where the file system reports changes (inotify, FSEvents, ReadDirectoryChangesW), a change
+    /// in a source folder brings its rule's next scan forward; polling at `interval` goes on
+    /// regardless (network shares often report nothing). Queued event mail is retried between
+    /// scans.
     pub fn run(&mut self, mut report: impl FnMut(&str, Result<ScanReport, StateError>)) {
         let start = Instant::now();
         let mut due: Vec<Instant> = vec![start; self.rules.len()];
         let mut next_retry = start;
+        let (changed_tx, changed) = std::sync::mpsc::channel::<usize>();
+        let _watchers = watch_sources(&self.rules, &changed_tx);
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_retry {
@@ -132,12 +137,31 @@ impl<'a> Runner<'a> {
                 if Instant::now() >= *next {
                     let name = self.rules[i].name.clone();
                     let r = self.scan(i);
+                    *next = Instant::now() + next_scan_in(&self.rules[i], r.as_ref().ok());
                     report(&name, r);
-                    *next = Instant::now() + self.rules[i].interval;
                 }
             }
-            let next = due.iter().copied().min().unwrap_or(now).min(next_retry);
-            sleep_until(next, &self.stop);
+            // Sleep until the next scan or retry, waking early for a change in a source.
+            let wake = due.iter().copied().min().unwrap_or(now).min(next_retry);
+            loop {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= wake {
+                    break;
+                }
+                match changed.recv_timeout((wake - now).min(Duration::from_millis(100))) {
+                    Ok(i) => {
+                        // Let a burst of events (a file being written) settle before scanning.
+                        due[i] = due[i].min(Instant::now() + CHANGE_DEBOUNCE);
+                        if due[i] < wake {
+                            break;
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
         }
     }
 
@@ -222,7 +246,7 @@ impl<'a> Runner<'a> {
                 }
                 Err(TransferError::State(e)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!("rule {}: {}: {e}", rule.name, c.path.display());
+                    tracing::info!("rule {}: {}: {e}", rule.name, c.path.display());
                     transfer_failed = true;
                     report.failures.push(Failure {
                         path: c.path.clone(),
@@ -407,6 +431,71 @@ impl<'a> Runner<'a> {
         }
         state.save_status(&status)
     }
+}
+
+/// How long after a change in a source folder its rule is scanned.
+const CHANGE_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// When to scan a rule next after `report`: at its interval, or earlier when a file was still
+/// being written and becomes old enough sooner.
+fn next_scan_in(rule: &RuleConfig, report: Option<&ScanReport>) -> Duration {
+    let soonest_stable = report
+        .into_iter()
+        .flat_map(|r| r.waiting.iter())
+        .filter_map(|(_, w)| match w {
+            Readiness::Busy { ago } => Some(rule.min_age.saturating_sub(*ago)),
+            Readiness::Settling { remaining } => Some(*remaining),
+            Readiness::Ready => None,
+        })
+        .min();
+    match soonest_stable {
+        Some(d) => (d + Duration::from_millis(50)).min(rule.interval),
+        None => rule.interval,
+    }
+}
+
+/// Watches each rule's source folder; a change sends the rule's index. A folder that cannot be
+/// watched (a network share, too many watches) is only polled.
+fn watch_sources(
+    rules: &[RuleConfig],
+    changed: &std::sync::mpsc::Sender<usize>,
+) -> Vec<::notify::RecommendedWatcher> {
+    use ::notify::{RecursiveMode, Watcher};
+    let mut watchers = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let tx = changed.clone();
+        let watcher =
+            ::notify::recommended_watcher(move |event: ::notify::Result<::notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(i);
+                }
+            });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(
+                    "rule {}: no file-system events ({e}); polling only",
+                    rule.name
+                );
+                continue;
+            }
+        };
+        let mode = if rule.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        match watcher.watch(&rule.source, mode) {
+            Ok(()) => watchers.push(watcher),
+            Err(e) => tracing::debug!(
+                "rule {}: cannot watch {} ({e}); polling every {}",
+                rule.name,
+                rule.source.display(),
+                events::format_duration(rule.interval)
+            ),
+        }
+    }
+    watchers
 }
 
 /// Sleeps until `deadline`, waking early when `stop` is set.

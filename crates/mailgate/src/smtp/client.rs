@@ -31,7 +31,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(mail_from: impl Into<String>, rcpt_to: impl IntoIterator<Item = impl Into<String>>) -> Envelope {
+    /// An envelope from a sender and recipients.
+    pub fn new(
+        mail_from: impl Into<String>,
+        rcpt_to: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Envelope {
         Envelope {
             mail_from: mail_from.into(),
             rcpt_to: rcpt_to.into_iter().map(Into::into).collect(),
@@ -118,7 +122,10 @@ impl Capabilities {
                 (_, Some(Some(n))) if n > 0 => Some(n),
                 _ => None,
             },
-            flags: parsed.as_ref().map(|p| p.capabilities).unwrap_or_else(|| fallback_flags(&extensions)),
+            flags: parsed
+                .as_ref()
+                .map(|p| p.capabilities)
+                .unwrap_or_else(|| fallback_flags(&extensions)),
             auth,
             extensions,
         }
@@ -128,18 +135,22 @@ impl Capabilities {
         self.flags & flag != 0
     }
 
+    /// `STARTTLS` is offered (before TLS only).
     pub fn starttls(&self) -> bool {
         self.has(smtp_proto::EXT_START_TLS)
     }
 
+    /// `PIPELINING`: commands may be sent in groups (RFC 2920).
     pub fn pipelining(&self) -> bool {
         self.has(smtp_proto::EXT_PIPELINING)
     }
 
+    /// `8BITMIME`: 8-bit message data is accepted with `BODY=8BITMIME`.
     pub fn eight_bit_mime(&self) -> bool {
         self.has(smtp_proto::EXT_8BIT_MIME)
     }
 
+    /// `SMTPUTF8`: UTF-8 addresses and headers are accepted (RFC 6531).
     pub fn smtputf8(&self) -> bool {
         self.has(smtp_proto::EXT_SMTP_UTF8)
     }
@@ -149,6 +160,7 @@ impl Capabilities {
         self.has(smtp_proto::EXT_SIZE)
     }
 
+    /// `ENHANCEDSTATUSCODES`: replies carry RFC 3463 codes.
     pub fn enhanced_status_codes(&self) -> bool {
         self.has(smtp_proto::EXT_ENHANCED_STATUS_CODES)
     }
@@ -163,7 +175,11 @@ impl Capabilities {
 fn fallback_flags(extensions: &[String]) -> u32 {
     let mut flags = 0;
     for l in extensions {
-        let kw = l.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let kw = l
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         flags |= match kw.as_str() {
             "STARTTLS" => smtp_proto::EXT_START_TLS,
             "PIPELINING" => smtp_proto::EXT_PIPELINING,
@@ -202,7 +218,10 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.read(buf).await,
             Stream::Tls(s) => s.read(buf).await,
-            Stream::Closed => Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")),
+            Stream::Closed => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            )),
         }
     }
 
@@ -213,7 +232,10 @@ impl Stream {
                 s.write_all(data).await?;
                 s.flush().await
             }
-            Stream::Closed => Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")),
+            Stream::Closed => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            )),
         }
     }
 
@@ -270,7 +292,8 @@ impl std::fmt::Debug for SmtpClient {
 pub fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl SmtpClient {
@@ -296,12 +319,20 @@ impl SmtpClient {
         };
         let started = Instant::now();
         let tcp = match timeout(settings.connect_timeout, connect_tcp(host, port)).await {
-            Err(_) => return Err(SmtpError::connect_timeout(host, port, settings.connect_timeout)),
+            Err(_) => {
+                return Err(SmtpError::connect_timeout(
+                    host,
+                    port,
+                    settings.connect_timeout,
+                ))
+            }
             Ok(Err(e)) => return Err(SmtpError::connect(host, port, e)),
             Ok(Ok(s)) => s,
         };
         let connect_time = started.elapsed();
-        let peer = tcp.peer_addr().map_err(|e| SmtpError::connect(host, port, e))?;
+        let peer = tcp
+            .peer_addr()
+            .map_err(|e| SmtpError::connect(host, port, e))?;
         let _ = tcp.set_nodelay(true);
         transcript.note(format!("connected to {host}:{port} ({peer})"));
         let mut client = SmtpClient {
@@ -322,7 +353,9 @@ impl SmtpClient {
             broken: false,
         };
         if settings.security == Security::Tls {
-            client.handshake(tls_config.clone().expect("TLS config")).await?;
+            client
+                .handshake(tls_config.clone().expect("TLS config"))
+                .await?;
         }
         let greeting = client.read_reply(Stage::Greeting).await?;
         if greeting.code != 220 {
@@ -344,7 +377,9 @@ impl SmtpClient {
                 return Err(SmtpError::Protocol {
                     host: host.into(),
                     stage: Stage::Starttls,
-                    detail: "the server sent data after its STARTTLS reply, before the TLS handshake".into(),
+                    detail:
+                        "the server sent data after its STARTTLS reply, before the TLS handshake"
+                            .into(),
                 });
             }
             client.handshake(tls_config.expect("TLS config")).await?;
@@ -355,8 +390,12 @@ impl SmtpClient {
 
     async fn handshake(&mut self, config: Arc<rustls::ClientConfig>) -> Result<(), SmtpError> {
         let host = self.settings.host.clone();
-        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
-            .map_err(|e| SmtpError::tls(&host, format!("{host:?} is not a valid server name: {e}")))?;
+        let name = ServerName::try_from(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| SmtpError::tls(&host, format!("{host:?} is not a valid server name: {e}")))?;
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(SmtpError::Protocol {
                 host,
@@ -376,7 +415,10 @@ impl SmtpClient {
             }
             Ok(Err(e)) => {
                 self.broken = true;
-                let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).map(|r| r.to_string());
+                let rustls_error = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .map(|r| r.to_string());
                 return Err(match rustls_error {
                     Some(message) => SmtpError::tls(&host, message),
                     None => SmtpError::Io {
@@ -453,13 +495,27 @@ impl SmtpClient {
             return Err(SmtpError::MechanismNotOffered {
                 host: self.settings.host.clone(),
                 wanted: mechanism,
-                diagnosis: Box::new(mechanism_not_offered(&self.settings.host, mechanism, &offered)),
+                diagnosis: Box::new(mechanism_not_offered(
+                    &self.settings.host,
+                    mechanism,
+                    &offered,
+                )),
                 offered,
             });
         }
         self.auth_user = Some(user.to_string());
-        let initial = sasl::initial_response(mechanism, user, &self.settings.host, self.settings.port, token);
-        let command = Secret::new(format!("AUTH {} {}", sasl::mechanism_name(mechanism), initial.expose()));
+        let initial = sasl::initial_response(
+            mechanism,
+            user,
+            &self.settings.host,
+            self.settings.port,
+            token,
+        );
+        let command = Secret::new(format!(
+            "AUTH {} {}",
+            sasl::mechanism_name(mechanism),
+            initial.expose()
+        ));
         self.write_line(command.expose(), Stage::Auth).await?;
         let reply = self.read_reply(Stage::Auth).await?;
         match reply.code {
@@ -467,9 +523,11 @@ impl SmtpClient {
             334 => {
                 let challenge = OAuthChallenge::decode(&reply.text());
                 if let Some(c) = &challenge {
-                    self.transcript.note(format!("(challenge decoded: {})", c.raw.trim()));
+                    self.transcript
+                        .note(format!("(challenge decoded: {})", c.raw.trim()));
                 }
-                self.write_line(sasl::challenge_answer(mechanism), Stage::Auth).await?;
+                self.write_line(sasl::challenge_answer(mechanism), Stage::Auth)
+                    .await?;
                 let last = self.read_reply(Stage::Auth).await?;
                 if last.code == 235 {
                     return Ok(last);
@@ -494,7 +552,11 @@ impl SmtpClient {
     /// server refuses the sender, every recipient, or the message itself.
     ///
     /// The message is dot-stuffed here and its line endings normalised to CRLF; pass it as built.
-    pub async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<SendOutcome, SmtpError> {
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<SendOutcome, SmtpError> {
         let host = self.settings.host.clone();
         if envelope.rcpt_to.is_empty() {
             return Err(SmtpError::NoRecipients);
@@ -534,7 +596,9 @@ impl SmtpClient {
         if eight_bit && self.capabilities.eight_bit_mime() {
             params.push_str(" BODY=8BITMIME");
         }
-        if (non_ascii_address.is_some() || (eight_bit && headers_have_utf8(message))) && self.capabilities.smtputf8() {
+        if (non_ascii_address.is_some() || (eight_bit && headers_have_utf8(message)))
+            && self.capabilities.smtputf8()
+        {
             params.push_str(" SMTPUTF8");
         }
 
@@ -542,7 +606,10 @@ impl SmtpClient {
         if self.needs_reset {
             commands.push((Stage::Rset, "RSET".into()));
         }
-        commands.push((Stage::MailFrom, format!("MAIL FROM:<{}>{params}", envelope.mail_from)));
+        commands.push((
+            Stage::MailFrom,
+            format!("MAIL FROM:<{}>{params}", envelope.mail_from),
+        ));
         for r in &envelope.rcpt_to {
             commands.push((Stage::RcptTo, format!("RCPT TO:<{r}>")));
         }
@@ -618,8 +685,11 @@ impl SmtpClient {
         if reply.code != 354 {
             return Err(self.rejected(Stage::Data, reply, None, None));
         }
-        self.transcript
-            .note(format!("[message: {} bytes, {} lines]", data.len(), data.split(|b| *b == b'\n').count().saturating_sub(1)));
+        self.transcript.note(format!(
+            "[message: {} bytes, {} lines]",
+            data.len(),
+            data.split(|b| *b == b'\n').count().saturating_sub(1)
+        ));
         self.write_raw(&data, Stage::Message).await?;
         self.transcript.client(".");
         self.write_raw(b".\r\n", Stage::Message).await?;
@@ -654,7 +724,12 @@ impl SmtpClient {
         self.stream.shutdown().await;
     }
 
-    fn context<'a>(&'a self, stage: Stage, recipient: Option<&'a str>, challenge: Option<&'a OAuthChallenge>) -> ReplyContext<'a> {
+    fn context<'a>(
+        &'a self,
+        stage: Stage,
+        recipient: Option<&'a str>,
+        challenge: Option<&'a OAuthChallenge>,
+    ) -> ReplyContext<'a> {
         ReplyContext {
             stage,
             host: &self.settings.host,
@@ -682,7 +757,7 @@ impl SmtpClient {
             host: self.settings.host.clone(),
             stage,
             reply,
-            challenge,
+            challenge: challenge.map(Box::new),
             diagnosis: Box::new(diagnosis),
         }
     }
@@ -760,7 +835,10 @@ impl SmtpClient {
                 return Err(SmtpError::Io {
                     host: self.settings.host.clone(),
                     stage,
-                    error: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
+                    error: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ),
                 });
             }
             self.rbuf.extend_from_slice(&chunk[..n]);
@@ -797,7 +875,9 @@ async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
+    }))
 }
 
 /// Refuses addresses that would break the command line or smuggle another command.
@@ -818,7 +898,9 @@ fn check_address(address: &str) -> Result<(), SmtpError> {
         return bad("it contains a control character (CR, LF...)");
     }
     if address.contains(['<', '>']) || address.chars().any(char::is_whitespace) {
-        return bad("it contains spaces or angle brackets; give the bare address (user@example.com)");
+        return bad(
+            "it contains spaces or angle brackets; give the bare address (user@example.com)",
+        );
     }
     if !address.contains('@') {
         return bad("it has no @domain");
@@ -888,7 +970,9 @@ pub fn queue_id(reply: &Reply) -> Option<String> {
     let mut words = text.split_whitespace();
     match words.next() {
         Some(w) if w.eq_ignore_ascii_case("ok") || w.eq_ignore_ascii_case("ok:") => {
-            let rest: Vec<&str> = words.take_while(|w| !w.starts_with('[') && *w != "-").collect();
+            let rest: Vec<&str> = words
+                .take_while(|w| !w.starts_with('[') && *w != "-")
+                .collect();
             rest.last().map(|s| s.to_string())
         }
         _ => None,
@@ -914,7 +998,10 @@ mod tests {
             id("250 2.0.0 OK <AM0PR02MB1234.eurprd02.prod.outlook.com> [Hostname=AM0PR02MB1234.eurprd02.prod.outlook.com]").as_deref(),
             Some("AM0PR02MB1234.eurprd02.prod.outlook.com")
         );
-        assert_eq!(id("250 2.0.0 Ok: queued as 4F3B2C1A").as_deref(), Some("4F3B2C1A"));
+        assert_eq!(
+            id("250 2.0.0 Ok: queued as 4F3B2C1A").as_deref(),
+            Some("4F3B2C1A")
+        );
         assert_eq!(
             id("250 2.0.0 OK  1720698402 d9443c01a7336-1fb - gsmtp").as_deref(),
             Some("d9443c01a7336-1fb")

@@ -143,7 +143,7 @@ pub enum SmtpError {
         stage: Stage,
         reply: Reply,
         /// The decoded 334 error challenge, when the server sent one before refusing AUTH.
-        challenge: Option<OAuthChallenge>,
+        challenge: Option<Box<OAuthChallenge>>,
         diagnosis: Box<Diagnosis>,
     },
     /// Every recipient was refused; nothing was sent.
@@ -154,10 +154,17 @@ pub enum SmtpError {
     },
     /// The message is larger than the server's announced SIZE.
     #[error("the message is {size} bytes; {host} accepts at most {limit} bytes")]
-    MessageTooBig { host: String, size: usize, limit: usize },
+    MessageTooBig {
+        host: String,
+        size: usize,
+        limit: usize,
+    },
     /// An envelope address is not usable (control characters, angle brackets, empty).
     #[error("invalid address {address:?}: {reason}")]
-    InvalidAddress { address: String, reason: &'static str },
+    InvalidAddress {
+        address: String,
+        reason: &'static str,
+    },
     /// A non-ASCII address needs SMTPUTF8, which the server does not offer.
     #[error("{host} does not offer SMTPUTF8, which the address {address} needs")]
     Utf8NotOffered { host: String, address: String },
@@ -186,7 +193,9 @@ impl SmtpError {
             SmtpError::StarttlsNotOffered { .. } => Some(Stage::Starttls),
             SmtpError::MechanismNotOffered { .. } => Some(Stage::Auth),
             SmtpError::AllRecipientsRefused { .. } => Some(Stage::RcptTo),
-            SmtpError::MessageTooBig { .. } | SmtpError::Utf8NotOffered { .. } => Some(Stage::MailFrom),
+            SmtpError::MessageTooBig { .. } | SmtpError::Utf8NotOffered { .. } => {
+                Some(Stage::MailFrom)
+            }
             SmtpError::PlainNotLoopback { .. }
             | SmtpError::InvalidAddress { .. }
             | SmtpError::NoRecipients => None,
@@ -210,7 +219,9 @@ impl SmtpError {
             | SmtpError::Tls { diagnosis, .. }
             | SmtpError::MechanismNotOffered { diagnosis, .. }
             | SmtpError::Rejected { diagnosis, .. } => Some(diagnosis),
-            SmtpError::AllRecipientsRefused { refused, .. } => refused.first().map(|r| &r.diagnosis),
+            SmtpError::AllRecipientsRefused { refused, .. } => {
+                refused.first().map(|r| &r.diagnosis)
+            }
             _ => None,
         }
     }
@@ -268,7 +279,10 @@ pub fn worst_status(refused: &[RecipientFailure]) -> Sysexit {
     if refused.is_empty() {
         return Sysexit::Ok;
     }
-    if refused.iter().all(|r| r.diagnosis.sysexit == Sysexit::TempFail) {
+    if refused
+        .iter()
+        .all(|r| r.diagnosis.sysexit == Sysexit::TempFail)
+    {
         return Sysexit::TempFail;
     }
     refused

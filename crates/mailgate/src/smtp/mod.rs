@@ -48,7 +48,12 @@ pub struct SmtpSettings {
 
 impl SmtpSettings {
     /// Settings with the usual timeouts (30 s connect, 5 min per reply as RFC 5321 suggests for DATA).
-    pub fn new(host: impl Into<String>, port: u16, security: Security, auth: AuthMechanism) -> SmtpSettings {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        security: Security,
+        auth: AuthMechanism,
+    ) -> SmtpSettings {
         SmtpSettings {
             host: host.into(),
             port,
@@ -66,15 +71,25 @@ impl SmtpSettings {
 pub fn default_helo_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The session: connect, TLS, EHLO, AUTH, messages with per-recipient results.
 pub mod client;
+/// [`SmtpError`] and the stages of a session.
 pub mod error;
+/// Replies with their enhanced status codes.
 pub mod reply;
+/// XOAUTH2 and OAUTHBEARER framing, and the 334 error challenge.
 pub mod sasl;
+/// rustls configuration and what the TLS session looks like.
 pub mod tls;
+/// The session transcript, with AUTH payloads redacted.
 pub mod transcript;
 
 pub use client::{Capabilities, Envelope, SendOutcome, SessionInfo, SmtpClient};

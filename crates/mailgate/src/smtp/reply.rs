@@ -39,7 +39,9 @@ impl EnhancedCode {
             if end == start {
                 return None;
             }
-            let n = bytes[start..end].iter().fold(0u16, |acc, d| acc * 10 + (d - b'0') as u16);
+            let n = bytes[start..end]
+                .iter()
+                .fold(0u16, |acc, d| acc * 10 + (d - b'0') as u16);
             Some((n, end))
         }
         let (subject, pos) = digits(bytes, 2)?;
@@ -159,7 +161,8 @@ impl Reply {
     /// The enhanced code, or one made from the reply code's class when the server sent none
     /// (`5.0.0` for a bare `550`).
     pub fn enhanced_or_default(&self) -> EnhancedCode {
-        self.enhanced.unwrap_or(EnhancedCode::new((self.code / 100) as u8, 0, 0))
+        self.enhanced
+            .unwrap_or(EnhancedCode::new((self.code / 100) as u8, 0, 0))
     }
 }
 
@@ -281,10 +284,13 @@ mod tests {
         assert_eq!(r.code, 535);
         assert_eq!(r.enhanced, Some(EnhancedCode::new(5, 7, 139)));
         assert_eq!(r.enhanced.unwrap().to_string(), "5.7.139");
-        assert!(r.text().starts_with("Authentication unsuccessful, SmtpClientAuthentication"));
+        assert!(r
+            .text()
+            .starts_with("Authentication unsuccessful, SmtpClientAuthentication"));
         assert!(r.is_permanent());
 
-        let r = Reply::parse("554 5.2.252 SendAsDenied; a@x not allowed to send as b@y\r\n").unwrap();
+        let r =
+            Reply::parse("554 5.2.252 SendAsDenied; a@x not allowed to send as b@y\r\n").unwrap();
         assert_eq!(r.enhanced, Some(EnhancedCode::new(5, 2, 252)));
     }
 
@@ -301,7 +307,10 @@ mod tests {
         let gmail = "535-5.7.8 Username and Password not accepted. For more information, go to\r\n535 5.7.8  https://support.google.com/mail/?p=BadCredentials\r\n";
         let r = Reply::parse(gmail).unwrap();
         assert_eq!(r.enhanced, Some(EnhancedCode::new(5, 7, 8)));
-        assert_eq!(r.lines[1], "https://support.google.com/mail/?p=BadCredentials");
+        assert_eq!(
+            r.lines[1],
+            "https://support.google.com/mail/?p=BadCredentials"
+        );
     }
 
     #[test]
@@ -322,11 +331,20 @@ mod tests {
     #[test]
     fn refuses_garbage_and_changed_codes() {
         let mut p = ReplyParser::default();
-        assert!(matches!(p.push_line("hello\r\n"), Err(ReplyError::Malformed { .. })));
+        assert!(matches!(
+            p.push_line("hello\r\n"),
+            Err(ReplyError::Malformed { .. })
+        ));
         assert!(p.push_line("250-a\r\n").unwrap().is_none());
-        assert!(matches!(p.push_line("251 b\r\n"), Err(ReplyError::CodeChanged { .. })));
+        assert!(matches!(
+            p.push_line("251 b\r\n"),
+            Err(ReplyError::CodeChanged { .. })
+        ));
         assert!(p.push_line("250\r\n").unwrap().is_some());
-        assert_eq!("5.7.60".parse::<EnhancedCode>(), Ok(EnhancedCode::new(5, 7, 60)));
+        assert_eq!(
+            "5.7.60".parse::<EnhancedCode>(),
+            Ok(EnhancedCode::new(5, 7, 60))
+        );
         assert!("5.7".parse::<EnhancedCode>().is_err());
     }
 

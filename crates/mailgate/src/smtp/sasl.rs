@@ -80,14 +80,13 @@ impl OAuthChallenge {
     pub fn decode(base64_text: &str) -> Option<OAuthChallenge> {
         let bytes = B64.decode(base64_text.trim()).ok()?;
         let raw = String::from_utf8(bytes).ok()?;
-        let json: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&raw).ok();
+        let json: Option<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_str(&raw).ok();
         let field = |name: &str| {
-            json.as_ref()
-                .and_then(|m| m.get(name))
-                .map(|v| match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
+            json.as_ref().and_then(|m| m.get(name)).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
         };
         Some(OAuthChallenge {
             status: field("status"),
@@ -120,13 +119,21 @@ mod tests {
     #[test]
     fn xoauth2_framing() {
         let r = xoauth2_initial_response("alice@contoso.com", &Secret::new("tok123"));
-        assert_eq!(decoded(&r), "user=alice@contoso.com\x01auth=Bearer tok123\x01\x01");
+        assert_eq!(
+            decoded(&r),
+            "user=alice@contoso.com\x01auth=Bearer tok123\x01\x01"
+        );
         assert!(!format!("{r:?}").contains("tok123"));
     }
 
     #[test]
     fn oauthbearer_framing_follows_rfc7628() {
-        let r = oauthbearer_initial_response("user@example.com", "server.example.com", 587, &Secret::new("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="));
+        let r = oauthbearer_initial_response(
+            "user@example.com",
+            "server.example.com",
+            587,
+            &Secret::new("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="),
+        );
         assert_eq!(
             decoded(&r),
             "n,a=user@example.com,\x01host=server.example.com\x01port=587\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
@@ -137,14 +144,18 @@ mod tests {
 
     #[test]
     fn decodes_gmail_challenge() {
-        let b64 = B64.encode(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
+        let b64 =
+            B64.encode(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
         let c = OAuthChallenge::decode(&b64).unwrap();
         assert_eq!(c.status.as_deref(), Some("400"));
         assert_eq!(c.scope.as_deref(), Some("https://mail.google.com/"));
         assert_eq!(c.schemes.as_deref(), Some("Bearer"));
         assert!(c.status_meaning().is_some());
         assert!(OAuthChallenge::decode("!!!").is_none());
-        assert_eq!(challenge_answer(AuthMechanism::Oauthbearer), B64.encode("\x01"));
+        assert_eq!(
+            challenge_answer(AuthMechanism::Oauthbearer),
+            B64.encode("\x01")
+        );
         assert_eq!(challenge_answer(AuthMechanism::Xoauth2), "");
     }
 }

@@ -83,7 +83,10 @@ pub fn describe(conn: &rustls::ClientConnection) -> TlsInfo {
         .negotiated_cipher_suite()
         .map(|c| format!("{:?}", c.suite()))
         .unwrap_or_default();
-    let cert = conn.peer_certificates().and_then(|c| c.first()).and_then(|c| der::summary(c));
+    let cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| der::summary(c));
     TlsInfo {
         version,
         cipher,
@@ -112,7 +115,9 @@ mod der {
             if n == 0 || n > 4 || rest.len() < n {
                 return None;
             }
-            let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
             rest = &rest[n..];
             len
         };
@@ -135,7 +140,9 @@ mod der {
         let (_, issuer, r) = tlv(r)?;
         let (_, validity, r) = tlv(r)?;
         let (_, subject, _) = tlv(r)?;
-        let not_after = tlv(validity).and_then(|(_, _, r)| tlv(r)).and_then(|(tag, t, _)| time(tag, t));
+        let not_after = tlv(validity)
+            .and_then(|(_, _, r)| tlv(r))
+            .and_then(|(tag, t, _)| time(tag, t));
         Some(Summary {
             subject: name(subject),
             issuer: name(issuer),
@@ -150,9 +157,15 @@ mod der {
         let (mut cn, mut o) = (None, None);
         while let Some((_, set, rest)) = tlv(input) {
             input = rest;
-            let Some((_, atv, _)) = tlv(set) else { continue };
-            let Some((0x06, oid, r)) = tlv(atv) else { continue };
-            let Some((_, value, _)) = tlv(r) else { continue };
+            let Some((_, atv, _)) = tlv(set) else {
+                continue;
+            };
+            let Some((0x06, oid, r)) = tlv(atv) else {
+                continue;
+            };
+            let Some((_, value, _)) = tlv(r) else {
+                continue;
+            };
             let value = String::from_utf8_lossy(value).into_owned();
             if oid == CN {
                 cn = Some(value);

@@ -44,6 +44,7 @@ pub struct Transcript {
 const MAX_LINES: usize = 20_000;
 
 impl Transcript {
+    /// An empty transcript.
     pub fn new() -> Transcript {
         Transcript::default()
     }
@@ -56,7 +57,10 @@ impl Transcript {
 
     /// Records a line the server sent.
     pub fn server(&self, line: &str) {
-        self.push(Direction::Server, line.trim_end_matches(['\r', '\n']).to_owned());
+        self.push(
+            Direction::Server,
+            line.trim_end_matches(['\r', '\n']).to_owned(),
+        );
     }
 
     /// Records a note.

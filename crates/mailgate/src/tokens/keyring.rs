@@ -142,9 +142,11 @@ fn persistence() -> CredentialPersistence {
 pub fn probe(require_persistent: bool) -> Result<(), String> {
     match persistence() {
         CredentialPersistence::EntryOnly | CredentialPersistence::ProcessOnly => {
-            return Err("this build has no OS keyring for this platform (only an in-memory \
+            return Err(
+                "this build has no OS keyring for this platform (only an in-memory \
                         mock, which would lose the tokens)"
-                .into())
+                    .into(),
+            )
         }
         CredentialPersistence::UntilReboot if require_persistent => {
             return Err(format!(

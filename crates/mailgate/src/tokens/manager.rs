@@ -105,7 +105,10 @@ impl TokenManager {
         // refresh token is the only valid one now.
         let current = self.read_checked()?;
         if let Some(at) = self.usable(current.clone(), min_valid) {
-            tracing::debug!("account {}: another process refreshed the token", self.account.name);
+            tracing::debug!(
+                "account {}: another process refreshed the token",
+                self.account.name
+            );
             return Ok(at);
         }
         self.renew_and_save(current).await
@@ -233,12 +236,12 @@ impl TokenManager {
             let mut set = current.ok_or_else(|| TokenError::NotLoggedIn {
                 account: name.clone(),
             })?;
-            let refresh_token = set
-                .refresh_token
-                .clone()
-                .ok_or_else(|| TokenError::NoRefreshToken {
-                    account: name.clone(),
-                })?;
+            let refresh_token =
+                set.refresh_token
+                    .clone()
+                    .ok_or_else(|| TokenError::NoRefreshToken {
+                        account: name.clone(),
+                    })?;
             let resp = self
                 .client()?
                 .refresh(&refresh_token)
@@ -333,7 +336,11 @@ mod tests {
             lock_path(&config, "dev"),
         );
         manager
-            .save(&TokenSet::from_response(Flow::DeviceCode, &account.client_id, &resp))
+            .save(&TokenSet::from_response(
+                Flow::DeviceCode,
+                &account.client_id,
+                &resp,
+            ))
             .await
             .unwrap();
         manager
@@ -385,7 +392,9 @@ mod tests {
         }
         assert_eq!(refreshes(&sim), 1);
         let stored = other.load().unwrap().unwrap();
-        assert!(tokens.iter().all(|t| Some(t) == stored.access_token.as_ref()));
+        assert!(tokens
+            .iter()
+            .all(|t| Some(t) == stored.access_token.as_ref()));
         assert_ne!(stored.refresh_token, first.refresh_token, "rotation stored");
 
         // The first manager's memory holds the old token, still "valid" by its clock: a server
@@ -436,9 +445,7 @@ mod tests {
                 write!(f, ": {e}")?;
                 cur = e.source();
             }
-            if let Some(d) = crate::diagnose::of_error(
-                self.0.source().unwrap_or(self.0),
-            ) {
+            if let Some(d) = crate::diagnose::of_error(self.0.source().unwrap_or(self.0)) {
                 write!(f, "\n{d}")?;
             }
             Ok(())

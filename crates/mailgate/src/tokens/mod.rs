@@ -97,7 +97,11 @@ impl TokenSet {
     }
 
     /// The tokens a login (or a client credentials grant) obtained.
-    pub fn from_response(flow: Flow, client_id: impl Into<String>, resp: &TokenResponse) -> TokenSet {
+    pub fn from_response(
+        flow: Flow,
+        client_id: impl Into<String>,
+        resp: &TokenResponse,
+    ) -> TokenSet {
         let mut t = TokenSet::new(flow, client_id);
         t.apply(resp);
         t
@@ -184,7 +188,9 @@ impl TokenSet {
 #[non_exhaustive]
 pub enum TokenError {
     /// Nothing is stored for the account.
-    #[error("account {account} is not logged in (no stored tokens): run `mailgate login {account}`")]
+    #[error(
+        "account {account} is not logged in (no stored tokens): run `mailgate login {account}`"
+    )]
     NotLoggedIn { account: String },
     /// The access token has expired and there is no refresh token to get a new one.
     #[error(
@@ -242,7 +248,10 @@ pub enum TokenError {
          token_store = \"file\" (or \"auto\")",
         config_path.display()
     )]
-    KeyringUnavailable { config_path: PathBuf, reason: String },
+    KeyringUnavailable {
+        config_path: PathBuf,
+        reason: String,
+    },
     /// The account's config could not be used (the client secret could not be fetched...).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -302,7 +311,10 @@ mod tests {
         let back = TokenSet::from_json(&t.to_json()).unwrap();
         assert_eq!(back, t);
         let debug = format!("{t:?}");
-        assert!(!debug.contains("AT-SECRET") && !debug.contains("RT-SECRET"), "{debug}");
+        assert!(
+            !debug.contains("AT-SECRET") && !debug.contains("RT-SECRET"),
+            "{debug}"
+        );
         let json = String::from_utf8(t.to_json()).unwrap();
         assert!(json.contains("\"flow\": \"device_code\""), "{json}");
     }
@@ -329,7 +341,13 @@ mod tests {
             .contains("61 days"));
         let exp = OffsetDateTime::now_utc() + time::Duration::hours(1);
         // No refresh token in the response (Google): the old one and its age stay.
-        t.apply(&TokenResponse::new(Secret::new("at"), None, exp, vec![], None));
+        t.apply(&TokenResponse::new(
+            Secret::new("at"),
+            None,
+            exp,
+            vec![],
+            None,
+        ));
         assert_eq!(t.refresh_token.as_ref().unwrap().expose(), "rt-old");
         assert_eq!(t.refresh_token_issued_at, Some(long_ago));
         // A rotated one replaces it and resets the age.
