@@ -126,7 +126,8 @@ impl Client {
     fn connect(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).expect("connect");
         tcp.set_nodelay(true).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
         let mut c = Client {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
@@ -154,7 +155,10 @@ impl Client {
             text.push_str(&line);
             text.push('\n');
             if line.as_bytes().get(3) != Some(&b'-') {
-                return (line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0), text);
+                return (
+                    line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0),
+                    text,
+                );
             }
         }
     }
@@ -438,9 +442,11 @@ fn main() {
         .prefix("mailgate-bench-relay-")
         .tempdir()
         .unwrap();
-    let mut sim_config = SimConfig::default();
-    sim_config.max_connections_per_mailbox = 100_000;
-    sim_config.daily_recipient_limit = 100_000_000;
+    let sim_config = SimConfig {
+        max_connections_per_mailbox: 100_000,
+        daily_recipient_limit: 100_000_000,
+        ..SimConfig::default()
+    };
     let sim = Simulator::start_blocking(sim_config).expect("simulator");
     let ca = dir.path().join("sim-ca.pem");
     sim.write_ca_file(&ca).unwrap();
@@ -480,10 +486,19 @@ fn main() {
     // 1. The relay.
     let (relay, relay_addr) = spawn_relay(&config, dir.path());
     let relay_pid = relay.id();
-    let r = run_load(&Target::Relay(relay_addr), o.clients, o.messages, o.size, "relay");
+    let r = run_load(
+        &Target::Relay(relay_addr),
+        o.clients,
+        o.messages,
+        o.size,
+        "relay",
+    );
     let deadline = Instant::now() + Duration::from_secs(600);
     while delivered_with(&sim, "relay") < o.messages {
-        assert!(Instant::now() < deadline, "relay did not deliver everything in 10 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "relay did not deliver everything in 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_delivered = r.started.elapsed();
@@ -611,7 +626,10 @@ fn main() {
         r.rate() / direct.rate()
     );
     if let Some((p, rss)) = &proxy_figures {
-        println!("ratio relay / emailproxy accept rate:   {:.1}", r.rate() / p.rate());
+        println!(
+            "ratio relay / emailproxy accept rate:   {:.1}",
+            r.rate() / p.rate()
+        );
         println!(
             "ratio relay / emailproxy memory:        {:.2}",
             relay_rss_idle as f64 / *rss as f64

@@ -840,8 +840,8 @@ fn gmail_authorization_code_gets_a_refresh_token() {
     assert!(page.contains("Signed in"), "{page}");
     let run = Run::from(child.wait_with_output().unwrap());
     run.assert_success();
-    // Google's token for mail.google.com alone names nobody (no id_token, opaque token).
-    run.assert_output_contains("Signed in: work is authorized");
+    // The preset asks for openid + email, so the id_token names who signed in.
+    run.assert_output_contains("alice@contoso.com");
     run.assert_output_contains("https://mail.google.com/");
     assert_no_secrets(&env, &run, "work");
     assert!(stored(&env, "work")["refresh_token"].is_string());

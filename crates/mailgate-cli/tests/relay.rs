@@ -40,7 +40,11 @@ fn relay_env(default_account: &str, relay: &str) -> TestEnv {
     };
     let (app, bob) = (cc(contoso::ALICE), cc(contoso::BOB));
     env.sim.with_directory(|d| {
-        let web = d.apps.iter_mut().find(|a| a.client_id == contoso::WEB_APP_ID).unwrap();
+        let web = d
+            .apps
+            .iter_mut()
+            .find(|a| a.client_id == contoso::WEB_APP_ID)
+            .unwrap();
         web.mailbox_access.push(contoso::BOB.into());
     });
     let text = format!(
@@ -299,7 +303,10 @@ impl Smtp {
 
     /// Writes raw bytes; a closed connection shows as the next reply's code 0.
     fn send_raw(&mut self, data: &[u8]) {
-        let _ = self.stream.write_all(data).and_then(|()| self.stream.flush());
+        let _ = self
+            .stream
+            .write_all(data)
+            .and_then(|()| self.stream.flush());
     }
 
     fn cmd(&mut self, line: &str) -> Reply {
@@ -413,9 +420,8 @@ fn loopback_client_without_auth_is_relayed_with_pipelining() {
 
     // The whole transaction pipelined in one write; 8-bit body passed through.
     let body = "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: pipelined\r\n\r\nBl\u{e5}b\u{e6}rgr\u{f8}d \u{2713}\r\n..leading dot\r\n.\r\n";
-    let batch = format!(
-        "MAIL FROM:<alice@contoso.com> BODY=8BITMIME\r\nRCPT TO:<bob@contoso.com>\r\nRCPT TO:<carol@contoso.com>\r\nDATA\r\n"
-    );
+    let batch = "MAIL FROM:<alice@contoso.com> BODY=8BITMIME\r\nRCPT TO:<bob@contoso.com>\r\n\
+                 RCPT TO:<carol@contoso.com>\r\nDATA\r\n";
     c.send_raw(batch.as_bytes());
     let replies: Vec<Reply> = (0..4).map(|_| c.read_reply()).collect();
     assert_eq!(
@@ -605,7 +611,11 @@ fn routes_by_sender_and_rewrites_from() {
             .all(|s| !delivered_with(&env, s).is_empty())
     });
     let bob = &delivered_with(&env, "routed-bob")[0];
-    assert_eq!(bob.auth_user, contoso::BOB, "sent through the bobapp account");
+    assert_eq!(
+        bob.auth_user,
+        contoso::BOB,
+        "sent through the bobapp account"
+    );
     let default = &delivered_with(&env, "routed-default")[0];
     assert_eq!(
         default.auth_user,
@@ -773,7 +783,9 @@ fn account_needing_login_holds_mail_then_sends_it() {
     let list = env.run(&["queue", "list"]).stdout;
     assert!(list.contains("mailgate login work"), "{list}");
     wait_for(10, "the login command in the log", || {
-        relay.log().contains("needs a new login: run `mailgate login work`")
+        relay
+            .log()
+            .contains("needs a new login: run `mailgate login work`")
     });
     // One notice, no bounce.
     wait_for(20, "the notice", || {

@@ -247,11 +247,9 @@ impl Entry {
 
     /// Marks `address` (first pending match, case-insensitive) with `status` and `reply`.
     pub fn set_recipient(&mut self, address: &str, status: RecipientStatus, reply: Option<String>) {
-        if let Some(r) = self
-            .recipients
-            .iter_mut()
-            .find(|r| r.status == RecipientStatus::Pending && r.address.eq_ignore_ascii_case(address))
-        {
+        if let Some(r) = self.recipients.iter_mut().find(|r| {
+            r.status == RecipientStatus::Pending && r.address.eq_ignore_ascii_case(address)
+        }) {
             r.status = status;
             r.reply = reply;
         }
@@ -412,10 +410,17 @@ impl Spool {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let pid = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                let pid = fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 return Err(SpoolError::Locked {
                     dir: self.root.clone(),
-                    pid: if pid.is_empty() { "unknown".into() } else { pid },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
                 });
             }
             Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
@@ -499,7 +504,9 @@ impl Spool {
     /// Writes `entry` into `state`'s directory through `tmp/` and a rename.
     fn write_control(&self, entry: &Entry, state: State, fsync: bool) -> Result<(), SpoolError> {
         let json = serde_json::to_vec_pretty(entry).expect("entries serialize");
-        let tmp = self.tmp.join(format!("{}.{}.json", entry.id, entry.version));
+        let tmp = self
+            .tmp
+            .join(format!("{}.{}.json", entry.id, entry.version));
         let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
         f.write_all(&json).map_err(io_err("write", &tmp))?;
         if fsync {
@@ -515,11 +522,10 @@ impl Spool {
 
     fn read_control(&self, path: &Path, state: State) -> Result<Entry, SpoolError> {
         let bytes = fs::read(path).map_err(io_err("read", path))?;
-        let mut entry: Entry =
-            serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let mut entry: Entry = serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         entry.state = state;
         Ok(entry)
     }
@@ -541,7 +547,10 @@ impl Spool {
 
     /// Entries in `states`, oldest first. Records that vanish while being read (delivered
     /// meanwhile) are skipped; damaged ones are reported in the second list.
-    pub fn list_states(&self, states: &[State]) -> Result<(Vec<Entry>, Vec<SpoolError>), SpoolError> {
+    pub fn list_states(
+        &self,
+        states: &[State],
+    ) -> Result<(Vec<Entry>, Vec<SpoolError>), SpoolError> {
         let mut entries = Vec::new();
         let mut damaged = Vec::new();
         for &state in states {
@@ -844,7 +853,8 @@ impl Spool {
                 continue;
             }
             if *state == State::Active {
-                fs::rename(&path, self.control_path(State::New, id)).map_err(io_err("rename", &path))?;
+                fs::rename(&path, self.control_path(State::New, id))
+                    .map_err(io_err("rename", &path))?;
                 report.requeued.push(id.clone());
             }
         }
@@ -893,7 +903,11 @@ fn create_private_dir(dir: &Path) -> Result<(), SpoolError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
-        match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
             Ok(()) => Ok(()),
             Err(e) => Err(io_err("create directory", dir)(e)),
         }
@@ -937,7 +951,13 @@ mod tests {
             .unwrap();
         let again = spool.claim(&id).unwrap().unwrap();
         assert_eq!(again.attempts, 1);
-        assert_eq!(again.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["c@x"]);
+        assert_eq!(
+            again
+                .pending()
+                .map(|r| r.address.as_str())
+                .collect::<Vec<_>>(),
+            ["c@x"]
+        );
         assert_eq!(again.version, 2);
     }
 }

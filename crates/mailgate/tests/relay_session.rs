@@ -123,8 +123,16 @@ fn data_edge_cases_and_bdat() {
         .iter()
         .map(|e| String::from_utf8(f.spool.message(&e.id).unwrap()).unwrap())
         .collect();
-    assert!(bodies[0].ends_with("\r\nfirst line dot\r\nbody\r\n"), "{}", bodies[0]);
-    assert!(bodies[1].starts_with("Received: ") && bodies[1].ends_with("\r\n"), "{}", bodies[1]);
+    assert!(
+        bodies[0].ends_with("\r\nfirst line dot\r\nbody\r\n"),
+        "{}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1].starts_with("Received: ") && bodies[1].ends_with("\r\n"),
+        "{}",
+        bodies[1]
+    );
     assert!(bodies[2].ends_with("\r\nHello world\r\n"), "{}", bodies[2]);
     assert_eq!(list[0].envelope.account.as_deref(), Some("work"));
 }
@@ -155,7 +163,10 @@ fn passwords_need_tls_away_from_loopback() {
         "192.0.2.10:4000",
         format!("EHLO x\r\nAUTH PLAIN {plain}\r\nMAIL FROM:<a@x>\r\nQUIT\r\n").as_bytes(),
     );
-    assert!(!out.contains("AUTH PLAIN LOGIN"), "AUTH not offered in the clear: {out}");
+    assert!(
+        !out.contains("AUTH PLAIN LOGIN"),
+        "AUTH not offered in the clear: {out}"
+    );
     assert!(out.contains("538 5.7.11"), "{out}");
     assert!(out.contains("530 5.7.0 Authentication required"), "{out}");
     // From loopback it works, and the user then may send.
@@ -172,7 +183,10 @@ fn passwords_need_tls_away_from_loopback() {
 fn no_users_and_outside_means_refused_at_once() {
     let f = fixture(false, 100_000);
     let out = run(f.ctx.clone(), "192.0.2.10:4000", b"EHLO x\r\nQUIT\r\n");
-    assert!(out.starts_with("554 5.7.1 relay.test Access denied"), "{out}");
+    assert!(
+        out.starts_with("554 5.7.1 relay.test Access denied"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 1, "{out}");
 }
 
@@ -180,7 +194,8 @@ fn no_users_and_outside_means_refused_at_once() {
 fn limits_and_errors() {
     let f = fixture(false, 2_000);
     let mut input = b"EHLO x\r\nMAIL FROM:<a@x> SIZE=99999\r\nMAIL FROM:<a@x>\r\n".to_vec();
-    input.extend_from_slice(b"RCPT TO:<1@x>\r\nRCPT TO:<2@x>\r\nRCPT TO:<3@x>\r\nRCPT TO:<4@x>\r\n");
+    input
+        .extend_from_slice(b"RCPT TO:<1@x>\r\nRCPT TO:<2@x>\r\nRCPT TO:<3@x>\r\nRCPT TO:<4@x>\r\n");
     input.extend_from_slice(b"DATA\r\n");
     input.extend_from_slice("y".repeat(5_000).as_bytes());
     input.extend_from_slice(b"\r\n.\r\nRCPT TO:<1@x>\r\nFOO bar\r\nNOOP ");
@@ -200,7 +215,11 @@ fn too_many_errors_end_the_session() {
     let f = fixture(false, 2_000);
     let input = "BOGUS\r\n".repeat(50);
     let out = run(f.ctx.clone(), "127.0.0.1:5000", input.as_bytes());
-    assert!(out.trim_end().ends_with("421 4.7.0 Too many errors; closing"), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("421 4.7.0 Too many errors; closing"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 1 + 20 + 1, "{out}");
 }
 
@@ -232,7 +251,10 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"QUIT\r\n".to_vec()),
         "[ -~]{0,80}\r\n".prop_map(|s| s.into_bytes()),
         proptest::collection::vec(any::<u8>(), 0..200),
-        proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..40),
+        proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')],
+            0..40
+        ),
         (0usize..6000).prop_map(|n| vec![b'A'; n]),
     ]
 }

@@ -46,14 +46,28 @@ fn enqueue_stores_message_and_envelope() {
         .all(|r| r.status == RecipientStatus::Pending));
     assert_eq!(entry.size, body.len() as u64);
     assert_eq!(spool.message(&id).unwrap(), body);
-    assert!(dir.path().join("spool/new").join(format!("{id}.json")).is_file());
-    assert!(dir.path().join("spool/data").join(format!("{id}.eml")).is_file());
+    assert!(dir
+        .path()
+        .join("spool/new")
+        .join(format!("{id}.json"))
+        .is_file());
+    assert!(dir
+        .path()
+        .join("spool/data")
+        .join(format!("{id}.eml"))
+        .is_file());
     // Nothing left half-written.
-    assert_eq!(fs::read_dir(dir.path().join("spool/tmp")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(dir.path().join("spool/tmp")).unwrap().count(),
+        0
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join("spool")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("spool"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 }
@@ -80,7 +94,10 @@ fn concurrent_enqueues_share_directory_syncs() {
                 (0..per_thread)
                     .map(|i| {
                         spool
-                            .enqueue(&envelope(&["bob@contoso.com"]), format!("{t}-{i}").as_bytes())
+                            .enqueue(
+                                &envelope(&["bob@contoso.com"]),
+                                format!("{t}-{i}").as_bytes(),
+                            )
                             .unwrap()
                     })
                     .collect::<Vec<_>>()
@@ -98,7 +115,10 @@ fn concurrent_enqueues_share_directory_syncs() {
     assert_eq!(spool.counts().unwrap().new, total);
     let rounds = spool.sync_rounds();
     println!("{total} enqueues, {rounds} directory sync rounds");
-    assert!(rounds >= 1 && rounds < total as u64, "group commit: {rounds} rounds for {total}");
+    assert!(
+        rounds >= 1 && rounds < total as u64,
+        "group commit: {rounds} rounds for {total}"
+    );
 }
 
 #[test]
@@ -112,11 +132,20 @@ fn claim_defer_fail_retry_delete() {
     let mut e = spool.claim(&id).unwrap().expect("claimed");
     assert_eq!(e.state, State::Active);
     assert!(spool.claim(&id).unwrap().is_none(), "claimed only once");
-    e.set_recipient("bob@contoso.com", RecipientStatus::Delivered, Some("250 OK".into()));
+    e.set_recipient(
+        "bob@contoso.com",
+        RecipientStatus::Delivered,
+        Some("250 OK".into()),
+    );
     let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
-    spool.defer(&mut e, later, "451 4.4.1 try later", None).unwrap();
+    spool
+        .defer(&mut e, later, "451 4.4.1 try later", None)
+        .unwrap();
     assert_eq!(ids(&spool, State::Deferred), vec![id.clone()]);
-    assert!(spool.due(OffsetDateTime::now_utc()).unwrap().is_empty(), "not due yet");
+    assert!(
+        spool.due(OffsetDateTime::now_utc()).unwrap().is_empty(),
+        "not due yet"
+    );
     assert_eq!(spool.due(later).unwrap().len(), 1);
 
     // flush makes it due now; the delivered recipient stays delivered.
@@ -127,7 +156,11 @@ fn claim_defer_fail_retry_delete() {
     let pending: Vec<_> = e.pending().map(|r| r.address.clone()).collect();
     assert_eq!(pending, vec!["carol@contoso.com".to_string()]);
 
-    e.set_recipient("carol@contoso.com", RecipientStatus::Failed, Some("550 5.1.1 unknown".into()));
+    e.set_recipient(
+        "carol@contoso.com",
+        RecipientStatus::Failed,
+        Some("550 5.1.1 unknown".into()),
+    );
     spool.fail(&mut e, "refused").unwrap();
     let failed = spool.find(&id[..12]).unwrap();
     assert_eq!(failed.state, State::Failed);
@@ -154,7 +187,10 @@ fn busy_and_ambiguous_ids() {
     let _b = spool.enqueue(&envelope(&["b@x"]), b"2").unwrap();
     assert!(matches!(spool.find(""), Err(SpoolError::NotFound { .. })));
     // Both ids start with the same millisecond-clock digits.
-    assert!(matches!(spool.find(&a[..4]), Err(SpoolError::Ambiguous { count: 2, .. })));
+    assert!(matches!(
+        spool.find(&a[..4]),
+        Err(SpoolError::Ambiguous { count: 2, .. })
+    ));
     spool.claim(&a).unwrap().unwrap();
     let err = spool.retry(&a).unwrap_err();
     assert!(matches!(err, SpoolError::Busy { .. }), "{err}");
@@ -168,7 +204,10 @@ fn one_deliverer_at_a_time() {
     let other = Spool::open(dir.path()).unwrap();
     let err = other.lock().unwrap_err();
     assert!(matches!(err, SpoolError::Locked { .. }), "{err}");
-    assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&std::process::id().to_string()),
+        "{err}"
+    );
     drop(lock);
     other.lock().unwrap();
 }
@@ -201,7 +240,8 @@ fn recovery_after_a_crash() {
     let old_orphan = root.join("data").join("0000000000000000.eml");
     fs::write(&old_orphan, b"orphan").unwrap();
     let f = fs::File::options().write(true).open(&old_orphan).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
     drop(f);
     let young_orphan = root.join("data").join("0000000000000001.eml");
     fs::write(&young_orphan, b"being written by another process").unwrap();
@@ -222,7 +262,10 @@ fn recovery_after_a_crash() {
     assert_eq!(l.state, State::Failed);
     assert!(l.failed_reason.unwrap().contains("missing"));
     assert!(!old_orphan.exists());
-    assert!(young_orphan.exists(), "a young orphan may be an enqueue in progress");
+    assert!(
+        young_orphan.exists(),
+        "a young orphan may be an enqueue in progress"
+    );
     assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     assert_eq!(fs::read_dir(root.join("active")).unwrap().count(), 0);
 }

@@ -68,7 +68,8 @@ pub fn preset(provider: Provider, tenant: &str, flow: Flow) -> Preset {
             authorize_url: Some("https://accounts.google.com/o/oauth2/v2/auth".into()),
             token_url: Some("https://oauth2.googleapis.com/token".into()),
             device_authorization_url: Some("https://oauth2.googleapis.com/device/code".into()),
-            scopes: Some(vec![GMAIL_SCOPE.to_string()]),
+            // openid + email give an id_token, so that login can say who signed in.
+            scopes: Some(vec!["openid".into(), "email".into(), GMAIL_SCOPE.to_string()]),
             smtp_host: Some("smtp.gmail.com".into()),
             smtp_port: 587,
             smtp_security: Security::Starttls,

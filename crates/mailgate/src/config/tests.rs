@@ -242,7 +242,7 @@ fn gmail_preset() {
         "https://accounts.google.com/o/oauth2/v2/auth"
     );
     assert_eq!(a.token_url, "https://oauth2.googleapis.com/token");
-    assert_eq!(a.scopes, ["https://mail.google.com/"]);
+    assert_eq!(a.scopes, ["openid", "email", "https://mail.google.com/"]);
     assert_eq!((a.smtp_host.as_str(), a.smtp_port), ("smtp.gmail.com", 587));
     assert_eq!(a.tenant, None);
     let e = err("[accounts.home]\nprovider = \"gmail\"\ntenant = \"x\"\nclient_id = \"x\"\nuser = \"me@gmail.com\"\n");

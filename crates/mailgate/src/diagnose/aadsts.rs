@@ -52,9 +52,9 @@ impl Context {
 
 /// Every AADSTS code with an entry of its own in this catalogue.
 pub const CATALOGUED: &[u32] = &[
-    7000215, 7000222, 7000218, 700025, 50011, 65001, 65004, 70008, 700082, 50173, 700016, 50076,
-    50079, 53003, 54005, 70011, 700022, 50194, 9002313, 90002, 500011, 50105, 7000112, 70000,
-    70016, 70019, 70020, 1002012, 650053, 50034, 50058, 50059,
+    7000215, 7000222, 500112, 7000218, 700025, 50011, 65001, 65004, 70008, 700082, 50173, 700016,
+    50076, 50079, 53003, 54005, 70011, 700022, 50194, 9002313, 90002, 500011, 50105, 7000112,
+    70000, 70016, 70019, 70020, 1002012, 650053, 50034, 50058, 50059,
 ];
 
 struct Entry {
@@ -155,6 +155,21 @@ fn by_aadsts(code: u32, ctx: &Context) -> Option<Entry> {
                      the trailing slash must match)",
                     ctx.redirect()
                 ),
+                format!("Run `{login}` again"),
+            ],
+        ),
+        500112 => entry(
+            "The redirect URI of the code exchange differs from the sign-in's",
+            format!(
+                "An authorization code can only be redeemed with the exact redirect URI the \
+                 sign-in used (`{}`); the token request named another one, so Entra ID refused it.",
+                ctx.redirect()
+            ),
+            vec![
+                "Check that nothing rewrites the account's redirect_uri between the sign-in and \
+                 the code exchange (a proxy, or a redirect_uri that differs only in its trailing \
+                 slash or host: localhost and 127.0.0.1 are different URIs)"
+                    .into(),
                 format!("Run `{login}` again"),
             ],
         ),
@@ -637,8 +652,8 @@ mod tests {
     #[test]
     fn every_reference_code_has_its_own_entry() {
         for code in [
-            7000215, 7000222, 7000218, 700025, 50011, 65001, 70008, 700082, 700016, 50076, 50079,
-            53003, 54005, 70011, 700022, 50194, 9002313,
+            7000215, 7000222, 500112, 7000218, 700025, 50011, 65001, 70008, 700082, 700016, 50076,
+            50079, 53003, 54005, 70011, 700022, 50194, 9002313,
         ] {
             assert!(CATALOGUED.contains(&code), "{code}");
             let d = diagnose(&ms(code, "invalid_grant"), &ctx());

@@ -318,7 +318,10 @@ impl RelayConfig {
             _ => {}
         }
         if c.listen.is_empty() && c.listen_tls.is_empty() {
-            return Err(s.missing("listen", "the relay needs at least one address to listen on"));
+            return Err(s.missing(
+                "listen",
+                "the relay needs at least one address to listen on",
+            ));
         }
         if c.retry_initial.is_zero() {
             return Err(ConfigError::Invalid {
@@ -369,17 +372,22 @@ impl RelayConfig {
         }
         if let Some(a) = &self.default_account {
             if !accounts.contains_key(a) {
-                return Err(invalid(format!("default_account = {a:?}"), self.default_account_line));
+                return Err(invalid(
+                    format!("default_account = {a:?}"),
+                    self.default_account_line,
+                ));
             }
         }
         if let Some(a) = &self.notify_account {
             if !accounts.contains_key(a) {
-                return Err(invalid(format!("notify_account = {a:?}"), self.notify_account_line));
+                return Err(invalid(
+                    format!("notify_account = {a:?}"),
+                    self.notify_account_line,
+                ));
             }
         }
-        let has_default = self.default_account.is_some()
-            || default_account.is_some()
-            || accounts.len() == 1;
+        let has_default =
+            self.default_account.is_some() || default_account.is_some() || accounts.len() == 1;
         if !has_default && self.routes.iter().all(|r| r.sender != "*") {
             tracing::debug!(
                 "config {}: [relay] has no default account: senders no route matches are refused",
@@ -515,8 +523,14 @@ pub(crate) fn looks_like_address(a: &str) -> bool {
     }
 }
 
-fn size(s: &Section<'_>, key: &str, item: &Item, line: Option<usize>) -> Result<usize, ConfigError> {
-    const EXPECTED: &str = "expected a size in bytes, or with a unit: \"25MB\", \"10MiB\", \"512KB\"";
+fn size(
+    s: &Section<'_>,
+    key: &str,
+    item: &Item,
+    line: Option<usize>,
+) -> Result<usize, ConfigError> {
+    const EXPECTED: &str =
+        "expected a size in bytes, or with a unit: \"25MB\", \"10MiB\", \"512KB\"";
     let n = if let Some(n) = item.as_integer() {
         u64::try_from(n).ok()
     } else if let Some(text) = item.as_str() {
@@ -655,10 +669,13 @@ fn routes(
     item: &Item,
     line: Option<usize>,
 ) -> Result<Vec<Route>, ConfigError> {
-    let tables: Vec<(&dyn TableLike, Option<usize>)> = if let Some(aot) = item.as_array_of_tables() {
+    let tables: Vec<(&dyn TableLike, Option<usize>)> = if let Some(aot) = item.as_array_of_tables()
+    {
         aot.iter()
             .map(|t| {
-                let l = t.span().map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
+                let l = t
+                    .span()
+                    .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
                 (t as &dyn TableLike, l)
             })
             .collect()
@@ -714,7 +731,10 @@ fn routes(
             }
         }
         let sender = sender.ok_or_else(|| {
-            rs.missing("sender", "each route needs a sender pattern, e.g. \"*@contoso.com\"")
+            rs.missing(
+                "sender",
+                "each route needs a sender pattern, e.g. \"*@contoso.com\"",
+            )
         })?;
         let account = account
             .ok_or_else(|| rs.missing("account", "each route names the account to send through"))?;
@@ -735,13 +755,22 @@ mod tests {
     fn parse(text: &str) -> Result<RelayConfig, ConfigError> {
         let doc = text.parse::<toml_edit::DocumentMut>().unwrap();
         let item = doc.get("relay").unwrap();
-        RelayConfig::parse(Path::new("/etc/mailgate/config.toml"), text, Path::new("/etc"), item, Some(1))
+        RelayConfig::parse(
+            Path::new("/etc/mailgate/config.toml"),
+            text,
+            Path::new("/etc"),
+            item,
+            Some(1),
+        )
     }
 
     #[test]
     fn defaults_are_loopback_only() {
         let c = parse("[relay]\n").unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]
+        );
         assert!(c.allows("127.0.0.1".parse().unwrap()));
         assert!(c.allows("::1".parse().unwrap()));
         assert!(c.allows("::ffff:127.0.0.5".parse().unwrap()));
@@ -762,20 +791,31 @@ mod tests {
         assert!(c.allows("192.168.10.77".parse().unwrap()));
         assert!(c.allows("10.1.2.3".parse().unwrap()));
         assert!(!c.allows("127.0.0.1".parse().unwrap()));
-        assert_eq!(c.routes[0].rewrite_from.as_deref(), Some("sales@contoso.com"));
+        assert_eq!(
+            c.routes[0].rewrite_from.as_deref(),
+            Some("sales@contoso.com")
+        );
     }
 
     #[test]
     fn refuses_an_open_relay_and_names_the_key() {
-        let e = parse("[relay]\nallow_networks = [\"0.0.0.0/0\"]\n").unwrap_err().to_string();
+        let e = parse("[relay]\nallow_networks = [\"0.0.0.0/0\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/mailgate/config.toml"), "{e}");
         assert!(e.contains("[relay] allow_networks"), "{e}");
         assert!(e.contains("open relay"), "{e}");
-        let e = parse("[relay]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        let e = parse("[relay]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("address:port"), "{e}");
-        let e = parse("[relay]\nlisten_port = 25\n").unwrap_err().to_string();
+        let e = parse("[relay]\nlisten_port = 25\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown key"), "{e}");
-        let e = parse("[relay.users]\nscanner = \"hunter2\"\n").unwrap_err().to_string();
+        let e = parse("[relay.users]\nscanner = \"hunter2\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mailgate relay add-user scanner"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
     }

@@ -171,7 +171,10 @@ impl Shared {
     }
 
     fn forget(&self, id: &str) {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// Puts `id` on `account`'s queue unless it is already queued or in flight here.
@@ -261,7 +264,8 @@ impl Shared {
 async fn scan(shared: &Arc<Shared>) -> Option<OffsetDateTime> {
     let spool = shared.spool.clone();
     let listed =
-        tokio::task::spawn_blocking(move || spool.list_states(&[State::New, State::Deferred])).await;
+        tokio::task::spawn_blocking(move || spool.list_states(&[State::New, State::Deferred]))
+            .await;
     let (entries, damaged) = match listed {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
@@ -300,7 +304,8 @@ async fn scan(shared: &Arc<Shared>) -> Option<OffsetDateTime> {
 async fn no_account(shared: &Arc<Shared>, entry: Entry) {
     let spool = shared.spool.clone();
     let id = entry.id.clone();
-    let Ok(Ok(Some(mut entry))) = tokio::task::spawn_blocking(move || spool.claim(&id)).await else {
+    let Ok(Ok(Some(mut entry))) = tokio::task::spawn_blocking(move || spool.claim(&id)).await
+    else {
         return;
     };
     let reason = format!(
@@ -470,7 +475,10 @@ async fn worker(shared: Arc<Shared>, acct: Arc<AccountState>) {
         let c = client.as_mut().expect("connected above");
         let envelope = SmtpEnvelope::new(
             upstream_sender(&entry, &acct.account),
-            entry.pending().map(|r| r.address.clone()).collect::<Vec<_>>(),
+            entry
+                .pending()
+                .map(|r| r.address.clone())
+                .collect::<Vec<_>>(),
         );
         let result = c.send(&envelope, &message).await;
         drop(message);
@@ -535,7 +543,11 @@ async fn settle(
         let text = format!("{}\n{}", r.reply, r.diagnosis);
         if (400..500).contains(&r.reply.code) {
             *temporary = Some(format!("{}: {}", r.address, r.reply));
-            entry.set_recipient(&r.address, RecipientStatus::Pending, Some(r.reply.to_string()));
+            entry.set_recipient(
+                &r.address,
+                RecipientStatus::Pending,
+                Some(r.reply.to_string()),
+            );
         } else {
             entry.set_recipient(&r.address, RecipientStatus::Failed, Some(text.clone()));
             bounced.push((r.address.clone(), text));
@@ -544,7 +556,11 @@ async fn settle(
     match &result {
         Ok(outcome) => {
             for a in &outcome.accepted {
-                entry.set_recipient(a, RecipientStatus::Delivered, Some(outcome.reply.to_string()));
+                entry.set_recipient(
+                    a,
+                    RecipientStatus::Delivered,
+                    Some(outcome.reply.to_string()),
+                );
             }
             for r in &outcome.refused {
                 refused_recipient(&mut entry, &mut bounced, &mut temporary, r);
@@ -655,10 +671,9 @@ async fn finish_attempt(
         error.lines().next().unwrap_or("")
     );
     let id = entry.id.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        spool.defer(&mut entry, next, &error, held.as_deref())
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || spool.defer(&mut entry, next, &error, held.as_deref()))
+            .await;
     if let Ok(Err(e)) = result {
         tracing::error!(id = %id, "relay: cannot update the spool: {e}");
     }
@@ -703,7 +718,12 @@ pub(crate) fn classify_account_error(acct: &AccountState, e: &SendError) -> (Str
 
 /// A session could not be opened: defer this message and the account's other ready ones, and
 /// back the account off (or hold it).
-async fn account_failure(shared: &Arc<Shared>, acct: &Arc<AccountState>, entry: Entry, e: SendError) {
+async fn account_failure(
+    shared: &Arc<Shared>,
+    acct: &Arc<AccountState>,
+    entry: Entry,
+    e: SendError,
+) {
     let (text, hold) = classify_account_error(acct, &e);
     match &hold {
         Some(h) => self::hold(shared, acct, h.clone(), &text).await,
@@ -727,7 +747,8 @@ async fn account_failure(shared: &Arc<Shared>, acct: &Arc<AccountState>, entry: 
     for id in waiting {
         let spool = shared.spool.clone();
         let claim_id = id.clone();
-        if let Ok(Ok(Some(other))) = tokio::task::spawn_blocking(move || spool.claim(&claim_id)).await
+        if let Ok(Ok(Some(other))) =
+            tokio::task::spawn_blocking(move || spool.claim(&claim_id)).await
         {
             finish_attempt(shared, other, Some(text.clone()), hold.as_ref()).await;
         }
@@ -784,7 +805,9 @@ pub(crate) async fn release(shared: &Arc<Shared>, acct: &Arc<AccountState>) {
         for e in entries {
             let mine = match e.envelope.account.as_ref().filter(|a| accounts.contains(a)) {
                 Some(a) => *a == name,
-                None => router.route(&e.envelope.sender).is_some_and(|d| d.account == name),
+                None => router
+                    .route(&e.envelope.sender)
+                    .is_some_and(|d| d.account == name),
             };
             if mine && e.held.is_some() {
                 spool.retry(&e.id)?;

@@ -58,8 +58,7 @@ async fn check(shared: &Arc<Shared>, acct: &Arc<AccountState>) {
     }
     let weekly_due = stored.as_ref().is_some_and(|s| {
         s.refresh_token.is_some()
-            && s
-                .refresh_token_age()
+            && s.refresh_token_age()
                 .and_then(|age| Duration::try_from(age).ok())
                 .is_some_and(|age| age >= shared.cfg.refresh_every)
     });

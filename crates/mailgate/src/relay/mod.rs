@@ -63,7 +63,9 @@ pub enum RelayError {
     #[error(transparent)]
     Config(Box<ConfigError>),
     /// The config has no account to send through.
-    #[error("config {path}: the relay needs at least one account to send through; run `mailgate init`")]
+    #[error(
+        "config {path}: the relay needs at least one account to send through; run `mailgate init`"
+    )]
     NoAccounts { path: PathBuf },
     /// An account's token store cannot be opened.
     #[error("account {account}: {source}")]
@@ -211,10 +213,11 @@ impl Relay {
         let router = routing::Router::new(cfg.routes.clone(), default);
         let mut accounts = BTreeMap::new();
         for (name, account) in &config.accounts {
-            let tokens = TokenManager::new(config, account).map_err(|source| RelayError::Account {
-                account: name.clone(),
-                source: Box::new(source),
-            })?;
+            let tokens =
+                TokenManager::new(config, account).map_err(|source| RelayError::Account {
+                    account: name.clone(),
+                    source: Box::new(source),
+                })?;
             accounts.insert(
                 name.clone(),
                 Arc::new(delivery::AccountState::new(

@@ -63,7 +63,12 @@ fn subject_of(headers: &str) -> Option<String> {
 }
 
 /// Queues mail made by the relay (`generated`, so it is never bounced in turn) through `via`.
-async fn queue_generated(shared: &Arc<Shared>, via: &Arc<AccountState>, draft: Draft, origin: String) {
+async fn queue_generated(
+    shared: &Arc<Shared>,
+    via: &Arc<AccountState>,
+    draft: Draft,
+    origin: String,
+) {
     let built = match draft.build() {
         Ok(m) => m,
         Err(e) => {
@@ -230,14 +235,26 @@ pub(crate) async fn account_needs_attention(
         name = acct.name,
     );
     let draft = Draft {
-        from: Some(Mailbox::with_name("mailgate relay", via.account.from.clone())),
+        from: Some(Mailbox::with_name(
+            "mailgate relay",
+            via.account.from.clone(),
+        )),
         to: vec![Mailbox::new(to)],
-        subject: Some(format!("mailgate relay: account {} needs attention", acct.name)),
+        subject: Some(format!(
+            "mailgate relay: account {} needs attention",
+            acct.name
+        )),
         text: Some(text),
         headers: vec![("Auto-Submitted".into(), "auto-generated".into())],
         ..Draft::default()
     };
-    queue_generated(shared, &via, draft, format!("notice about account {}", acct.name)).await;
+    queue_generated(
+        shared,
+        &via,
+        draft,
+        format!("notice about account {}", acct.name),
+    )
+    .await;
 }
 
 async fn run_notice_command(cmd: &NoticeCommand, account: &str, reason: &str, fix: &str) {

@@ -196,10 +196,16 @@ mod tests {
     fn routes_first_match_then_default() {
         let mut sales = Route::new("*@sales.contoso.com", "sales");
         sales.rewrite_from = Some("sales@contoso.com".into());
-        let r = Router::new(vec![sales, Route::new("scanner@*", "scan")], Some("work".into()));
+        let r = Router::new(
+            vec![sales, Route::new("scanner@*", "scan")],
+            Some("work".into()),
+        );
         assert_eq!(r.route("bob@sales.contoso.com").unwrap().account, "sales");
         assert_eq!(
-            r.route("bob@sales.contoso.com").unwrap().rewrite_from.as_deref(),
+            r.route("bob@sales.contoso.com")
+                .unwrap()
+                .rewrite_from
+                .as_deref(),
             Some("sales@contoso.com")
         );
         assert_eq!(r.route("scanner@printer.lan").unwrap().account, "scan");
@@ -212,7 +218,10 @@ mod tests {
     fn rewrites_from_keeping_the_name() {
         let m = b"Subject: scan\r\nFrom: \"Scanner 3rd floor\"\r\n <scanner@printer.lan>\r\nTo: a@b\r\n\r\nFrom: body stays\r\n";
         let out = String::from_utf8(rewrite_from_header(m, "alice@contoso.com")).unwrap();
-        assert!(out.contains("From: \"Scanner 3rd floor\" <alice@contoso.com>\r\n"), "{out}");
+        assert!(
+            out.contains("From: \"Scanner 3rd floor\" <alice@contoso.com>\r\n"),
+            "{out}"
+        );
         assert!(out.contains("Reply-To: scanner@printer.lan\r\n"), "{out}");
         assert!(out.ends_with("\r\n\r\nFrom: body stays\r\n"), "{out}");
         assert!(!out.contains("printer.lan>"), "{out}");

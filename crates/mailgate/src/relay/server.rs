@@ -229,7 +229,12 @@ struct Transaction {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn handle_connection(ctx: Arc<ServerCtx>, tcp: TcpStream, peer: SocketAddr, implicit_tls: bool) {
+pub async fn handle_connection(
+    ctx: Arc<ServerCtx>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+) {
     let ip = canonical_ip(peer.ip());
     let _ = tcp.set_nodelay(true);
     let mut session = Session {
@@ -278,15 +283,19 @@ pub async fn handle_connection(ctx: Arc<ServerCtx>, tcp: TcpStream, peer: Socket
     let Io { stream, .. } = io;
     match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
+            // RFC 3207: what the client said before TLS is forgotten, its login included.
             session.tls = true;
             session.helo = None;
             session.esmtp = false;
             session.tx = None;
+            session.user = None;
             let mut io = Io::new(stream);
             let _ = serve(&ctx, &mut io, &mut session, false).await;
             let _ = io.stream.shutdown().await;
         }
-        Ok(Err(e)) => tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS failed: {e}"),
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS failed: {e}")
+        }
         Err(_) => tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS timed out"),
     }
 }
@@ -568,7 +577,11 @@ async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
         io.reply("538 5.7.11 Encryption required for requested authentication mechanism");
         return Ok(None);
     }
-    let initial = if initial.is_empty() { None } else { Some(initial) };
+    let initial = if initial.is_empty() {
+        None
+    } else {
+        Some(initial)
+    };
     let creds: Option<Credentials> = if mechanism == smtp_proto::AUTH_PLAIN {
         let response = match initial {
             Some(r) => Some(r),
@@ -738,7 +751,10 @@ fn rcpt_to<S: AsyncRead + AsyncWrite + Unpin>(
         io.reply("553 5.6.7 A non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM");
         return;
     }
-    io.reply(&format!("250 2.1.5 Recipient <{}> OK", sanitize(&address, 256)));
+    io.reply(&format!(
+        "250 2.1.5 Recipient <{}> OK",
+        sanitize(&address, 256)
+    ));
     tx.recipients.push(address);
 }
 
@@ -817,8 +833,7 @@ async fn bdat<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let max = ctx.cfg.max_message_size;
     let keep = refusal.is_none()
-        && s
-            .tx
+        && s.tx
             .as_ref()
             .is_some_and(|tx| !tx.chunks_too_big && tx.chunks.len().saturating_add(size) <= max);
     // The chunk is read in any case: it is part of the command.
