@@ -484,6 +484,7 @@ fn main() {
     );
 
     // 1. The relay.
+    eprintln!("bench: mailgate relay ...");
     let (relay, relay_addr) = spawn_relay(&config, dir.path());
     let relay_pid = relay.id();
     let r = run_load(
@@ -506,6 +507,7 @@ fn main() {
     stop(relay);
 
     // 2. Straight to the simulator.
+    eprintln!("bench: straight to the simulator ...");
     let token = String::from_utf8(
         Command::new(MAILGATE)
             .args(["--config", &config.display().to_string(), "token", "app"])
@@ -532,6 +534,7 @@ fn main() {
     assert_eq!(delivered_with(&sim, "direct"), o.messages);
 
     // 3. email-oauth2-proxy.
+    eprintln!("bench: email-oauth2-proxy ...");
     let mut proxy_figures = None;
     if let Some(emailproxy) = &o.emailproxy {
         let port = free_port();

@@ -347,6 +347,15 @@ fn replies_only_a_forced_fault_produces() {
     .assert_output_contains(
         "alice@contoso.com is not allowed to send as sales@contoso.com (missing \"Send As\")",
     );
+    // The same through sendmail, where only the From header names the shared mailbox.
+    env.run_with_stdin(
+        &["sendmail", "-t"],
+        b"From: sales@contoso.com\nTo: bob@contoso.com\nSubject: x\n\nx\n",
+    )
+    .assert_code(77)
+    .assert_output_contains(
+        "alice@contoso.com is not allowed to send as sales@contoso.com (missing \"Send As\")",
+    );
     // TLS 1.0/1.1 refused (a TLS-inspecting middlebox): 75, and what to do about it.
     force(SmtpStep::Ehlo, "421 4.7.66 TLS 1.0 and 1.1 are not supported. Please upgrade/update your client to support TLS 1.2. Visit https://aka.ms/smtp_auth_tls.", None);
     send(&env)

@@ -76,11 +76,15 @@ fn token_prints_the_stored_token_then_refreshes_and_saves_the_rotation() {
     let run = env.run(&["token", "work"]);
     run.assert_success();
     assert_eq!(run.stdout, format!("{at1}\n"));
-    // The config holds the client secret and the harness wrote it with the umask's mode: that
-    // is worth a warning on stderr, and the only thing there.
+    assert_eq!(run.stderr, "", "a private config: nothing on stderr");
+    // A config that holds the client secret and that other users can read is worth a warning on
+    // stderr, and the only thing there.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let run = env.run(&["token", "work"]);
+        assert_eq!(run.stdout, format!("{at1}\n"));
         assert!(run.stderr.contains("other users can read it"), "{run}");
         std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let run = env.run(&["token", "work"]);

@@ -481,6 +481,18 @@ fn split_message(input: &[u8]) -> (Vec<Field>, &[u8]) {
     (fields, &input[input.len()..])
 }
 
+/// The address in a message's From header, if it has one.
+pub fn header_from(data: &[u8]) -> Option<String> {
+    let (fields, _) = split_message(data);
+    let from = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("From"))?;
+    parse_address_header(&from.value())
+        .into_iter()
+        .map(|m| m.email)
+        .find(|e| e.contains('@'))
+}
+
 /// Cuts the input at a line holding a single `.` (sendmail's end of input without `-i`).
 fn cut_at_dot_line(input: &[u8]) -> &[u8] {
     let mut pos = 0;

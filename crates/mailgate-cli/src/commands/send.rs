@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, short = 'a')]
     pub account: Option<String>,
     /// A recipient (repeat, or separate with commas): `bob@contoso.com`, `"Bob" <bob@contoso.com>`.
-    #[arg(long, value_name = "ADDRESS", required = true)]
+    #[arg(long, value_name = "ADDRESS", required_unless_present_any = ["cc", "bcc"])]
     pub to: Vec<String>,
     /// A copy recipient (repeatable).
     #[arg(long, value_name = "ADDRESS")]

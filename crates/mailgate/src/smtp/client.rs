@@ -613,7 +613,13 @@ impl SmtpClient {
         for r in &envelope.rcpt_to {
             commands.push((Stage::RcptTo, format!("RCPT TO:<{r}>")));
         }
-        self.mail_from = Some(envelope.mail_from.clone());
+        // Send As applies to the From header as well as MAIL FROM; name the one that differs
+        // from the login when explaining a refusal.
+        let header_from = crate::message::header_from(message);
+        self.mail_from = match (header_from, self.auth_user.as_deref()) {
+            (Some(h), Some(user)) if !h.eq_ignore_ascii_case(user) => Some(h),
+            _ => Some(envelope.mail_from.clone()),
+        };
 
         let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
         if self.capabilities.pipelining() {
