@@ -486,7 +486,7 @@ fn ask_secret(
                     println!("  nothing entered");
                     continue;
                 }
-                if provider == Provider::Office365 && looks_like_guid(&v) {
+                if provider == Provider::Office365 && mailgate::config::looks_like_guid(&v) {
                     println!(
                         "  That looks like a Secret ID (a GUID). Entra needs the secret's Value; \
                          if it is no longer visible, create a new secret."
@@ -524,15 +524,6 @@ fn ask_secret(
             _ => println!("  expected value, env, command or none"),
         }
     }
-}
-
-fn looks_like_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn write_account(editor: &mut ConfigEditor, a: &Answers, make_default: bool) -> anyhow::Result<()> {

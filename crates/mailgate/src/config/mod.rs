@@ -1293,7 +1293,9 @@ impl Account {
     }
 }
 
-fn looks_like_guid(s: &str) -> bool {
+/// Whether `s` has the shape of a GUID (`8-4-4-4-12` hex digits), as Entra's Secret IDs do: a
+/// client secret of that shape is almost certainly the Secret ID pasted instead of the Value.
+pub fn looks_like_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && parts
