@@ -181,23 +181,35 @@ impl Directory {
             .iter()
             .map(|u| &u.address)
             .chain(self.shared_mailboxes.iter().map(|m| &m.address))
-            .any(|a| a.rsplit('@').next().is_some_and(|d| d.eq_ignore_ascii_case(domain)))
+            .any(|a| {
+                a.rsplit('@')
+                    .next()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+            })
     }
 
     pub fn app(&self, client_id: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        self.apps
+            .iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
     }
 
     pub fn app_mut(&mut self, client_id: &str) -> Option<&mut App> {
-        self.apps.iter_mut().find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        self.apps
+            .iter_mut()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
     }
 
     pub fn user(&self, address: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.address.eq_ignore_ascii_case(address))
+        self.users
+            .iter()
+            .find(|u| u.address.eq_ignore_ascii_case(address))
     }
 
     pub fn user_mut(&mut self, address: &str) -> Option<&mut User> {
-        self.users.iter_mut().find(|u| u.address.eq_ignore_ascii_case(address))
+        self.users
+            .iter_mut()
+            .find(|u| u.address.eq_ignore_ascii_case(address))
     }
 
     pub fn shared_mailbox(&self, address: &str) -> Option<&SharedMailbox> {
@@ -219,7 +231,10 @@ impl Directory {
             return true;
         }
         if let Some(app) = self.app(sender) {
-            return app.mailbox_access.iter().any(|m| m.eq_ignore_ascii_case(from));
+            return app
+                .mailbox_access
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(from));
         }
         self.shared_mailbox(from)
             .is_some_and(|m| m.send_as.iter().any(|u| u.eq_ignore_ascii_case(sender)))
@@ -245,7 +260,11 @@ pub fn redirect_uri_matches(registered: &str, sent: &str) -> bool {
         return false;
     };
     let loopback = |u: &url::Url| {
-        u.scheme() == "http" && matches!(u.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]"))
+        u.scheme() == "http"
+            && matches!(
+                u.host_str(),
+                Some("localhost") | Some("127.0.0.1") | Some("[::1]")
+            )
     };
     if loopback(&r) && loopback(&s) {
         r.host_str() == s.host_str() && r.path() == s.path() && r.query() == s.query()
@@ -260,12 +279,30 @@ mod tests {
 
     #[test]
     fn loopback_redirects_ignore_the_port_only() {
-        assert!(redirect_uri_matches("http://localhost:3017/", "http://localhost:4000/"));
-        assert!(redirect_uri_matches("http://localhost", "http://localhost:3017/"));
-        assert!(!redirect_uri_matches("http://localhost/cb", "http://localhost:3017/"));
-        assert!(!redirect_uri_matches("http://localhost/", "http://127.0.0.1:3017/"));
-        assert!(redirect_uri_matches("https://app.example/cb", "https://app.example/cb"));
-        assert!(!redirect_uri_matches("https://app.example/cb", "https://app.example:444/cb"));
+        assert!(redirect_uri_matches(
+            "http://localhost:3017/",
+            "http://localhost:4000/"
+        ));
+        assert!(redirect_uri_matches(
+            "http://localhost",
+            "http://localhost:3017/"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost/cb",
+            "http://localhost:3017/"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost/",
+            "http://127.0.0.1:3017/"
+        ));
+        assert!(redirect_uri_matches(
+            "https://app.example/cb",
+            "https://app.example/cb"
+        ));
+        assert!(!redirect_uri_matches(
+            "https://app.example/cb",
+            "https://app.example:444/cb"
+        ));
     }
 
     #[test]

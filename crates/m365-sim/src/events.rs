@@ -19,7 +19,11 @@ pub enum Event {
         pkce: bool,
     },
     /// A device code was issued.
-    DeviceCode { client_id: String, user_code: String, scopes: Vec<String> },
+    DeviceCode {
+        client_id: String,
+        user_code: String,
+        scopes: Vec<String>,
+    },
     /// A request to the token endpoint.
     TokenRequest {
         grant_type: String,

@@ -47,13 +47,19 @@ pub use mailbox::DeliveredMessage;
 #[non_exhaustive]
 pub enum SimError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot create the simulator's certificates: {0}")]
     Tls(String),
     #[error("simulator config {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("simulator mail directory {path}: {source}")]
-    MailDir { path: PathBuf, source: std::io::Error },
+    MailDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the simulator's runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -102,10 +108,12 @@ pub struct Simulator {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, SimError> {
-    TcpListener::bind(addr).await.map_err(|source| SimError::Listen {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 impl Simulator {
@@ -283,7 +291,10 @@ impl Simulator {
     /// Approves a pending device code as `user`, as if they had entered it on the device login
     /// page. Returns false when no pending code has that user code.
     pub fn approve_device_code(&self, user_code: &str, user: &str) -> bool {
-        self.set_device_state(user_code, tokens::DeviceState::Approved { user: user.into() })
+        self.set_device_state(
+            user_code,
+            tokens::DeviceState::Approved { user: user.into() },
+        )
     }
 
     /// Declines a pending device code.
@@ -293,11 +304,9 @@ impl Simulator {
 
     fn set_device_state(&self, user_code: &str, new: tokens::DeviceState) -> bool {
         let mut reg = self.state.tokens.lock().unwrap();
-        match reg
-            .devices
-            .values_mut()
-            .find(|d| d.user_code.eq_ignore_ascii_case(user_code) && d.state == tokens::DeviceState::Pending)
-        {
+        match reg.devices.values_mut().find(|d| {
+            d.user_code.eq_ignore_ascii_case(user_code) && d.state == tokens::DeviceState::Pending
+        }) {
             Some(d) => {
                 d.state = new;
                 true

@@ -80,7 +80,13 @@ impl Mailbox {
     ) -> std::io::Result<DeliveredMessage> {
         let safe: String = id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let path = self.dir.join(format!("{safe}.eml"));
         std::fs::write(&path, &data)?;

@@ -21,9 +21,10 @@ impl SimTls {
         let err = |e: rcgen::Error| SimError::Tls(e.to_string());
         let ca_key = KeyPair::generate().map_err(err)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "m365-sim test CA (not a real authority)");
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            "m365-sim test CA (not a real authority)",
+        );
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
@@ -32,10 +33,13 @@ impl SimTls {
         names.extend(host_names.iter().map(|s| s.to_string()));
         let leaf_key = KeyPair::generate().map_err(err)?;
         let mut leaf_params = CertificateParams::new(names).map_err(err)?;
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, host_names.first().copied().unwrap_or("localhost"));
-        let leaf = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(err)?;
+        leaf_params.distinguished_name.push(
+            DnType::CommonName,
+            host_names.first().copied().unwrap_or("localhost"),
+        );
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &ca_cert, &ca_key)
+            .map_err(err)?;
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server_config = ServerConfig::builder_with_provider(provider)

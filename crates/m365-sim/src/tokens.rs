@@ -64,7 +64,9 @@ pub struct DeviceAuth {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceState {
     Pending,
-    Approved { user: String },
+    Approved {
+        user: String,
+    },
     Declined,
     /// Tokens were issued; the device code cannot be used again.
     Redeemed,
@@ -159,7 +161,9 @@ pub fn user_code() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..9).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..9)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// The audience (`aud`) of tokens for Exchange Online (SMTP, IMAP, POP), whichever of the

@@ -69,7 +69,11 @@ pub fn preset(provider: Provider, tenant: &str, flow: Flow) -> Preset {
             token_url: Some("https://oauth2.googleapis.com/token".into()),
             device_authorization_url: Some("https://oauth2.googleapis.com/device/code".into()),
             // openid + email give an id_token, so that login can say who signed in.
-            scopes: Some(vec!["openid".into(), "email".into(), GMAIL_SCOPE.to_string()]),
+            scopes: Some(vec![
+                "openid".into(),
+                "email".into(),
+                GMAIL_SCOPE.to_string(),
+            ]),
             smtp_host: Some("smtp.gmail.com".into()),
             smtp_port: 587,
             smtp_security: Security::Starttls,
