@@ -371,25 +371,43 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens `n` idle connections (each reads its greeting) and returns the process's RSS then.
-fn idle_rss(addr: SocketAddr, n: usize, pid: u32) -> (u64, u64) {
+/// Opens `n` idle connections, reads each one's greeting (within 10 s in all) and returns the
+/// process's RSS before and after, and how many connections were greeted.
+fn idle_rss(addr: SocketAddr, n: usize, pid: u32) -> (u64, u64, usize) {
     let before = rss_kib(pid);
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = TcpStream::connect(addr).expect("idle connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        conns.push(s);
+        match TcpStream::connect(addr) {
+            Ok(s) => conns.push(s),
+            Err(_) => break,
+        }
     }
-    // Every connection greeted: the server has set each session up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut greeted = 0;
     for s in &mut conns {
-        let mut r = BufReader::new(&*s);
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        s.set_read_timeout(Some(left)).unwrap();
         let mut line = String::new();
-        let _ = r.read_line(&mut line);
+        if BufReader::new(&*s).read_line(&mut line).is_ok() && line.starts_with("220") {
+            greeted += 1;
+        }
     }
     std::thread::sleep(Duration::from_secs(1));
     let after = rss_kib(pid);
     drop(conns);
-    (before, after)
+    (before, after, greeted)
+}
+
+/// Kills a child process when dropped (also when the benchmark panics).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn spawn_relay(config: &Path, dir: &Path) -> (Child, SocketAddr) {
@@ -523,7 +541,12 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_delivered = r.started.elapsed();
-    let (relay_rss_before, relay_rss_idle) = idle_rss(relay_addr, o.idle, relay_pid);
+    // Memory after the load, then in a fresh process (as emailproxy is measured).
+    let (_, relay_rss_after_load, _) = idle_rss(relay_addr, o.idle, relay_pid);
+    stop(relay);
+    let (relay, relay_addr) = spawn_relay(&config, dir.path());
+    let (relay_rss_before, relay_rss_idle, relay_greeted) =
+        idle_rss(relay_addr, o.idle, relay.id());
     stop(relay);
 
     // 2. Straight to the simulator.
@@ -572,30 +595,37 @@ fn main() {
         )
         .unwrap();
         let log = dir.path().join("emailproxy.log");
-        let mut child = Command::new(emailproxy)
-            .args([
-                "--no-gui",
-                "--config-file",
-                &pconf.display().to_string(),
-                "--log-file",
-                &log.display().to_string(),
-            ])
-            .env("SSL_CERT_FILE", &ca)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("emailproxy starts");
+        let start = || {
+            KillOnDrop(
+                Command::new(emailproxy)
+                    .args([
+                        "--no-gui",
+                        "--config-file",
+                        &pconf.display().to_string(),
+                        "--log-file",
+                        &log.display().to_string(),
+                    ])
+                    .env("SSL_CERT_FILE", &ca)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("emailproxy starts"),
+            )
+        };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = start();
         if wait_port(addr, 30) {
             let p = run_load(&Target::Proxy(addr), o.clients, o.messages, o.size, "proxy");
             assert_eq!(delivered_with(&sim, "proxy"), o.messages);
-            let (_, proxy_rss_idle) = idle_rss(addr, o.idle, child.id());
-            proxy_figures = Some((p, proxy_rss_idle));
+            drop(child);
+            std::thread::sleep(Duration::from_millis(500));
+            let child = start();
+            assert!(wait_port(addr, 30), "emailproxy restarts");
+            let (_, proxy_rss_idle, greeted) = idle_rss(addr, o.idle, child.0.id());
+            proxy_figures = Some((p, proxy_rss_idle, greeted));
         } else {
             println!("emailproxy did not start; see {}", log.display());
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     println!();
@@ -619,7 +649,7 @@ fn main() {
         direct.pct(0.99),
         direct.wall.as_secs_f64()
     );
-    if let Some((p, _)) = &proxy_figures {
+    if let Some((p, _, _)) = &proxy_figures {
         println!(
             "{:<34} {:>10.0} {:>9.1} {:>9.1} {:>14.2}",
             "email-oauth2-proxy",
@@ -638,14 +668,21 @@ fn main() {
     }
     println!();
     println!(
-        "resident memory with {} idle connections: mailgate relay {:.1} MiB (idle before: {:.1} MiB)",
+        "resident memory with {} idle connections: mailgate relay {:.1} MiB (before: {:.1} MiB; \
+         {relay_greeted} greeted; a fresh process)",
         o.idle,
         relay_rss_idle as f64 / 1024.0,
         relay_rss_before as f64 / 1024.0
     );
-    if let Some((_, rss)) = &proxy_figures {
+    println!(
+        "resident memory with {} idle connections: mailgate relay {:.1} MiB right after the load",
+        o.idle,
+        relay_rss_after_load as f64 / 1024.0
+    );
+    if let Some((_, rss, greeted)) = &proxy_figures {
         println!(
-            "resident memory with {} idle connections: email-oauth2-proxy {:.1} MiB",
+            "resident memory with {} idle connections: email-oauth2-proxy {:.1} MiB ({greeted} \
+             greeted; a fresh process)",
             o.idle,
             *rss as f64 / 1024.0
         );
@@ -655,7 +692,7 @@ fn main() {
         "ratio relay / direct accept rate:       {:.2}",
         r.rate() / direct.rate()
     );
-    if let Some((p, rss)) = &proxy_figures {
+    if let Some((p, rss, _)) = &proxy_figures {
         println!(
             "ratio relay / emailproxy accept rate:   {:.1}",
             r.rate() / p.rate()

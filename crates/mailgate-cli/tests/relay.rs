@@ -61,6 +61,8 @@ fn relay_env(default_account: &str, relay: &str) -> TestEnv {
 struct RelayProc {
     child: Child,
     addr: SocketAddr,
+    /// The implicit-TLS listener, when `listen_tls` is set.
+    tls_addr: Option<SocketAddr>,
     log: PathBuf,
     stdout: Arc<Mutex<String>>,
 }
@@ -109,10 +111,10 @@ impl RelayProc {
             let _ = reader.read_to_string(&mut rest);
             sink.lock().unwrap().push_str(&rest);
         });
-        let _ = tls_addr;
         RelayProc {
             child,
             addr: addr.expect("a plain listener"),
+            tls_addr,
             log,
             stdout,
         }
@@ -478,7 +480,7 @@ fn auth_plain_over_starttls_and_add_user() {
     let text = std::fs::read_to_string(&env.config_path).unwrap().replace(
         "[relay]\n",
         &format!(
-            "# the relay for the scanners\n[relay]\nallow_networks = [\"10.99.0.0/16\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            "# the relay for the scanners\n[relay]\nallow_networks = [\"10.99.0.0/16\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\nlisten_tls = [\"127.0.0.1:0\"]\n",
             cert.display(),
             key.display()
         ),
@@ -536,6 +538,28 @@ fn auth_plain_over_starttls_and_add_user() {
     });
     let text = delivered_with(&env, "over-starttls")[0].text();
     assert!(text.contains("with ESMTPSA"), "{text}");
+
+    // Implicit TLS: the greeting comes over TLS; AUTH is offered, STARTTLS is not.
+    let tcp = TcpStream::connect(relay.tls_addr.expect("a TLS listener")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut c = Smtp {
+        stream: Stream::Plain(tcp),
+        buf: Vec::new(),
+    }
+    .starttls(&ca_pem);
+    assert_eq!(c.read_reply().code, 220);
+    let ehlo = c.cmd("EHLO scanner");
+    assert!(
+        ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"),
+        "{ehlo:?}"
+    );
+    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    let ok = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(b"\0scanner\0correct horse battery")
+    ));
+    assert_eq!(ok.code, 235, "{ok:?}");
+    c.cmd("QUIT");
 
     // AUTH LOGIN works too (from loopback even without TLS).
     let (mut c, _) = Smtp::connect(relay.addr);

@@ -35,6 +35,10 @@ pub const MAX_LINE: usize = 4096;
 pub const MAX_ERRORS: u32 = 20;
 /// Failed AUTH attempts before the session is closed.
 pub const MAX_AUTH_FAILURES: u32 = 3;
+/// Bytes read at a time while waiting for commands.
+const COMMAND_CHUNK: usize = 1024;
+/// Bytes read at a time during DATA and BDAT.
+const DATA_CHUNK: usize = 32 * 1024;
 /// How long the server waits for a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the server waits for the next piece of message data.
@@ -94,9 +98,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     fn new(stream: S) -> Io<S> {
         Io {
             stream,
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
             pos: 0,
-            out: Vec::with_capacity(512),
+            out: Vec::new(),
         }
     }
 
@@ -120,18 +124,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// Reads more input. Flushes pending replies first: the client may be waiting for them.
     /// With `shutdown`, returns [`ReadEnd::Shutdown`] when the relay is stopping.
+    /// Reads at most `chunk` more bytes: small reads for commands keep an idle session small,
+    /// large ones for message data keep DATA fast.
     async fn fill(
         &mut self,
         timeout: Duration,
         shutdown: Option<&mut watch::Receiver<bool>>,
+        chunk: usize,
     ) -> Result<(), ReadEnd> {
         self.flush().await.map_err(ReadEnd::Io)?;
         if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
+        if self.buf.is_empty() && self.buf.capacity() > chunk {
+            // Give back a large DATA buffer while the session waits for its next command.
+            self.buf = Vec::new();
+        }
+        if self.out.capacity() > 4096 {
+            self.out = Vec::new();
+        }
         let start = self.buf.len();
-        self.buf.resize(start + 8192, 0);
+        self.buf.resize(start + chunk, 0);
         let result = {
             let (stream, buf) = (&mut self.stream, &mut self.buf[start..]);
             let read = async move {
@@ -194,7 +208,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                 }
                 None => {}
             }
-            self.fill(COMMAND_TIMEOUT, shutdown.as_deref_mut()).await?;
+            self.fill(COMMAND_TIMEOUT, shutdown.as_deref_mut(), COMMAND_CHUNK)
+                .await?;
         }
     }
 }
@@ -255,19 +270,8 @@ pub async fn handle_connection(
         return;
     }
     if implicit_tls {
-        let Some(acceptor) = ctx.tls.clone() else {
-            return;
-        };
-        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => {
-                session.tls = true;
-                let mut io = Io::new(stream);
-                let _ = serve(&ctx, &mut io, &mut session, true).await;
-                let _ = io.stream.shutdown().await;
-            }
-            Ok(Err(e)) => tracing::info!(client = %peer, "relay: TLS handshake failed: {e}"),
-            Err(_) => tracing::info!(client = %peer, "relay: TLS handshake timed out"),
-        }
+        // TLS sessions are boxed: the state of a plain session, most of them idle, stays small.
+        Box::pin(tls_session(ctx, tcp, session, true)).await;
         return;
     }
     let mut io = Io::new(tcp);
@@ -276,27 +280,32 @@ pub async fn handle_connection(
         let _ = io.stream.shutdown().await;
         return;
     }
+    // Anything the client sent after STARTTLS in the clear is dropped (CVE-2011-0411).
+    let Io { stream, .. } = io;
+    // RFC 3207: what the client said before TLS is forgotten, its login included.
+    session.helo = None;
+    session.esmtp = false;
+    session.tx = None;
+    session.user = None;
+    Box::pin(tls_session(ctx, stream, session, false)).await;
+}
+
+/// The TLS handshake on `tcp`, then the session over TLS (`greet`: implicit TLS, where the
+/// greeting comes after the handshake).
+async fn tls_session(ctx: Arc<ServerCtx>, tcp: TcpStream, mut session: Session, greet: bool) {
     let Some(acceptor) = ctx.tls.clone() else {
         return;
     };
-    // Anything the client sent after STARTTLS in the clear is dropped (CVE-2011-0411).
-    let Io { stream, .. } = io;
-    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+    let peer = session.peer;
+    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
-            // RFC 3207: what the client said before TLS is forgotten, its login included.
             session.tls = true;
-            session.helo = None;
-            session.esmtp = false;
-            session.tx = None;
-            session.user = None;
             let mut io = Io::new(stream);
-            let _ = serve(&ctx, &mut io, &mut session, false).await;
+            let _ = serve(&ctx, &mut io, &mut session, greet).await;
             let _ = io.stream.shutdown().await;
         }
-        Ok(Err(e)) => {
-            tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS failed: {e}")
-        }
-        Err(_) => tracing::info!(client = %peer, "relay: TLS handshake after STARTTLS timed out"),
+        Ok(Err(e)) => tracing::info!(client = %peer, "relay: TLS handshake failed: {e}"),
+        Err(_) => tracing::info!(client = %peer, "relay: TLS handshake timed out"),
     }
 }
 
@@ -444,7 +453,7 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
                 mechanism,
                 initial_response,
             } => {
-                if let Some(end) = auth(ctx, io, s, mechanism, initial_response).await? {
+                if let Some(end) = Box::pin(auth(ctx, io, s, mechanism, initial_response)).await? {
                     return Ok(end);
                 }
             }
@@ -456,17 +465,18 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 }
                 io.reply("354 Start mail input; end with <CRLF>.<CRLF>");
-                let (message, too_big) = read_data(io, ctx.cfg.max_message_size).await?;
+                let (message, too_big) =
+                    Box::pin(read_data(io, ctx.cfg.max_message_size)).await?;
                 if too_big {
                     refuse_oversize(ctx, io, s);
                 } else {
-                    finish(ctx, io, s, message).await;
+                    Box::pin(finish(ctx, io, s, message)).await;
                 }
             }
             Request::Bdat {
                 chunk_size,
                 is_last,
-            } => bdat(ctx, io, s, chunk_size, is_last).await?,
+            } => Box::pin(bdat(ctx, io, s, chunk_size, is_last)).await?,
             Request::Rset => {
                 s.tx = None;
                 io.reply("250 2.0.0 Reset OK");
@@ -798,7 +808,7 @@ async fn read_data<S: AsyncRead + AsyncWrite + Unpin>(
         if done {
             return Ok((message, discard.is_some()));
         }
-        io.fill(DATA_TIMEOUT, None).await?;
+        io.fill(DATA_TIMEOUT, None, DATA_CHUNK).await?;
     }
 }
 
@@ -842,7 +852,7 @@ async fn bdat<S: AsyncRead + AsyncWrite + Unpin>(
     let mut remaining = size;
     while remaining > 0 {
         if io.pos == io.buf.len() {
-            io.fill(DATA_TIMEOUT, None).await?;
+            io.fill(DATA_TIMEOUT, None, DATA_CHUNK).await?;
         }
         let pending = &io.buf[io.pos..];
         let take = pending.len().min(remaining);
