@@ -63,7 +63,7 @@ fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<RuleConfig>
             Sysexit::Config,
             anyhow::anyhow!(
                 "config {}: no rules; add a [rules.NAME] table (see `mailgate rules --help` and \
-                 the README section "File-transfer events")",
+                 the README section \"File-transfer events\")",
                 config.path.display()
             ),
         ));
