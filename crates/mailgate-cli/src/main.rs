@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     if invoked_as == "sendmail" {
+        init_tracing(false, false);
         return exit::finish(commands::sendmail::run_argv(
             &args[1..],
             &Globals {
@@ -82,18 +83,9 @@ fn main() -> ExitCode {
         ));
     }
     let cli = Cli::parse_from(args);
-    if matches!(cli.command, Command::Relay(_)) && std::env::var_os("MAILGATE_LOG").is_none() {
-        // A daemon's log is its record of what happened to each message: info by default.
-        std::env::set_var(
-            "MAILGATE_LOG",
-            if cli.debug {
-                "mailgate=debug,info"
-            } else {
-                "info"
-            },
-        );
-    }
-    init_tracing(cli.debug);
+    // A daemon's log is its record of what happened to each message: info by default.
+    let daemon = matches!(cli.command, Command::Relay(_));
+    init_tracing(cli.debug, daemon);
     let globals = Globals {
         config: cli.config.clone(),
         debug: cli.debug,
@@ -101,11 +93,11 @@ fn main() -> ExitCode {
     exit::finish(commands::run(cli.command, &globals))
 }
 
-fn init_tracing(debug: bool) {
-    let default = if debug {
-        "mailgate=debug,m365_sim=debug,info"
-    } else {
-        "warn"
+fn init_tracing(debug: bool, daemon: bool) {
+    let default = match (debug, daemon) {
+        (true, _) => "mailgate=debug,m365_sim=debug,info",
+        (false, true) => "info",
+        (false, false) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
