@@ -13,6 +13,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
@@ -72,12 +73,18 @@ enum End {
     Dropped,
 }
 
+/// Waits until a stream has input, without a buffer to read it into.
+type PollReady<S> = fn(&S, &mut Context<'_>) -> Poll<io::Result<()>>;
+
 /// Buffered reading and writing over a stream.
 struct Io<S> {
     stream: S,
     buf: Vec<u8>,
     pos: usize,
     out: Vec<u8>,
+    /// When set (plain TCP), a session waiting for its next command holds no buffers: they are
+    /// allocated once input has arrived. Most sessions of a relay are idle most of the time.
+    ready: Option<PollReady<S>>,
 }
 
 enum Line {
@@ -101,6 +108,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             buf: Vec::new(),
             pos: 0,
             out: Vec::new(),
+            ready: None,
+        }
+    }
+
+    /// An [`Io`] over a stream that can report readiness (see [`Io::ready`]).
+    fn with_ready(stream: S, ready: PollReady<S>) -> Io<S> {
+        Io {
+            ready: Some(ready),
+            ..Io::new(stream)
         }
     }
 
@@ -137,19 +153,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        if self.buf.is_empty() && self.buf.capacity() > chunk {
-            // Give back a large DATA buffer while the session waits for its next command.
+        let wait_first = self.buf.is_empty() && chunk <= COMMAND_CHUNK && self.ready.is_some();
+        if wait_first || (self.buf.is_empty() && self.buf.capacity() > chunk) {
+            // Give back the buffer (a large DATA one in any case) while the session waits for
+            // its next command.
             self.buf = Vec::new();
         }
-        if self.out.capacity() > 4096 {
+        if wait_first || self.out.capacity() > 4096 {
             self.out = Vec::new();
         }
         let start = self.buf.len();
-        self.buf.resize(start + chunk, 0);
+        let ready = if wait_first { self.ready } else { None };
         let result = {
-            let (stream, buf) = (&mut self.stream, &mut self.buf[start..]);
+            let (stream, buf) = (&mut self.stream, &mut self.buf);
             let read = async move {
-                match tokio::time::timeout(timeout, stream.read(buf)).await {
+                let input = async {
+                    if let Some(ready) = ready {
+                        std::future::poll_fn(|cx| ready(stream, cx)).await?;
+                    }
+                    buf.resize(start + chunk, 0);
+                    stream.read(&mut buf[start..]).await
+                };
+                match tokio::time::timeout(timeout, input).await {
                     Ok(Ok(0)) => Err(ReadEnd::Eof),
                     Ok(Ok(n)) => Ok(n),
                     Ok(Err(e)) => Err(ReadEnd::Io(e)),
@@ -274,7 +299,7 @@ pub async fn handle_connection(
         Box::pin(tls_session(ctx, tcp, session, true)).await;
         return;
     }
-    let mut io = Io::new(tcp);
+    let mut io = Io::with_ready(tcp, TcpStream::poll_read_ready);
     let end = serve(&ctx, &mut io, &mut session, true).await;
     if end != End::StartTls {
         let _ = io.stream.shutdown().await;
@@ -382,121 +407,138 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
         if idle && *shutdown.borrow() {
             return Err(ReadEnd::Shutdown);
         }
-        let line = io
-            .read_line(if idle { Some(&mut shutdown) } else { None })
-            .await?;
-        let line = match line {
-            Line::Text(l) => l,
-            Line::TooLong => {
-                s.errors += 1;
-                io.reply("500 5.5.2 Line too long");
-                continue;
-            }
-        };
-        let parsed = Request::parse(&mut line.iter()).map(|r| r.into_owned());
-        let request = match parsed {
-            Ok(r) => r,
-            Err(e) => {
-                s.errors += 1;
-                io.reply(&parse_error_reply(&e, &line));
-                continue;
-            }
-        };
-        match request {
-            Request::Ehlo { host: client } => {
-                s.helo = Some(sanitize(&client, 255));
-                s.esmtp = true;
-                s.tx = None;
-                let mut lines = vec![
-                    format!("{host} Hello {} [{}]", sanitize(&client, 64), s.ip),
-                    format!("SIZE {}", ctx.cfg.max_message_size),
-                    "8BITMIME".into(),
-                    "SMTPUTF8".into(),
-                    "PIPELINING".into(),
-                    "CHUNKING".into(),
-                    "ENHANCEDSTATUSCODES".into(),
-                ];
-                if ctx.tls.is_some() && !s.tls {
-                    lines.push("STARTTLS".into());
-                }
-                if auth_offered(ctx, s) {
-                    lines.push("AUTH PLAIN LOGIN".into());
-                }
-                lines.push("HELP".into());
-                let last = lines.len() - 1;
-                for (i, l) in lines.iter().enumerate() {
-                    io.reply(&format!("250{}{l}", if i == last { ' ' } else { '-' }));
-                }
-            }
-            Request::Helo { host: client } => {
-                s.helo = Some(sanitize(&client, 255));
-                s.esmtp = false;
-                s.tx = None;
-                io.reply(&format!("250 {host} Hello {} [{}]", sanitize(&client, 64), s.ip));
-            }
-            Request::Lhlo { .. } => {
-                s.errors += 1;
-                io.reply("500 5.5.1 This is an SMTP server, not LMTP");
-            }
-            Request::StartTls => {
-                if s.tls {
-                    io.reply("503 5.5.1 TLS is already active");
-                } else if ctx.tls.is_none() {
-                    io.reply("502 5.5.1 STARTTLS is not available: the relay has no certificate");
-                } else {
-                    io.reply("220 2.0.0 Ready to start TLS");
-                    io.flush().await.map_err(io_end)?;
-                    return Ok(End::StartTls);
-                }
-            }
-            Request::Auth {
-                mechanism,
-                initial_response,
-            } => {
-                if let Some(end) = Box::pin(auth(ctx, io, s, mechanism, initial_response)).await? {
-                    return Ok(end);
-                }
-            }
-            Request::Mail { from } => mail_from(ctx, io, s, from),
-            Request::Rcpt { to } => rcpt_to(ctx, io, s, to),
-            Request::Data => {
-                if let Some(reply) = data_refusal(s) {
-                    io.reply(reply);
+        // The command is handled in a future of its own, on the heap while it runs: the
+        // session's future, which an idle session holds while it waits for input, stays small.
+        let next = {
+            let line = match io
+                .read_line(if idle { Some(&mut shutdown) } else { None })
+                .await?
+            {
+                Line::Text(l) => l,
+                Line::TooLong => {
+                    s.errors += 1;
+                    io.reply("500 5.5.2 Line too long");
                     continue;
                 }
-                io.reply("354 Start mail input; end with <CRLF>.<CRLF>");
-                let (message, too_big) =
-                    Box::pin(read_data(io, ctx.cfg.max_message_size)).await?;
-                if too_big {
-                    refuse_oversize(ctx, io, s);
-                } else {
-                    Box::pin(finish(ctx, io, s, message)).await;
+            };
+            match Request::parse(&mut line.iter()).map(|r| r.into_owned()) {
+                Ok(request) => Box::pin(command(ctx, io, s, request)),
+                Err(e) => {
+                    s.errors += 1;
+                    io.reply(&parse_error_reply(&e, &line));
+                    continue;
                 }
             }
-            Request::Bdat {
-                chunk_size,
-                is_last,
-            } => Box::pin(bdat(ctx, io, s, chunk_size, is_last)).await?,
-            Request::Rset => {
-                s.tx = None;
-                io.reply("250 2.0.0 Reset OK");
-            }
-            Request::Noop { .. } => io.reply("250 2.0.0 OK"),
-            Request::Vrfy { .. } => io.reply("252 2.5.2 Cannot VRFY user, but will take the message"),
-            Request::Expn { .. } => io.reply("502 5.5.1 EXPN is not available"),
-            Request::Help { .. } => io.reply(
-                "214 2.0.0 mailgate relay: EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, BDAT, RSET, NOOP, QUIT",
-            ),
-            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
-                io.reply("502 5.5.1 Command not implemented")
-            }
-            Request::Quit => {
-                io.reply(&format!("221 2.0.0 {host} closing connection"));
-                io.flush().await.map_err(io_end)?;
-                return Ok(End::Quit);
-            }
+        };
+        if let Some(end) = next.await? {
+            return Ok(end);
         }
     }
+}
+
+/// Handles one command. Returns an end when the session must close.
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &ServerCtx,
+    io: &mut Io<S>,
+    s: &mut Session,
+    request: Request<String>,
+) -> Result<Option<End>, ReadEnd> {
+    let host = ctx.cfg.hostname.as_str();
+    match request {
+        Request::Ehlo { host: client } => {
+            s.helo = Some(sanitize(&client, 255));
+            s.esmtp = true;
+            s.tx = None;
+            let mut lines = vec![
+                format!("{host} Hello {} [{}]", sanitize(&client, 64), s.ip),
+                format!("SIZE {}", ctx.cfg.max_message_size),
+                "8BITMIME".into(),
+                "SMTPUTF8".into(),
+                "PIPELINING".into(),
+                "CHUNKING".into(),
+                "ENHANCEDSTATUSCODES".into(),
+            ];
+            if ctx.tls.is_some() && !s.tls {
+                lines.push("STARTTLS".into());
+            }
+            if auth_offered(ctx, s) {
+                lines.push("AUTH PLAIN LOGIN".into());
+            }
+            lines.push("HELP".into());
+            let last = lines.len() - 1;
+            for (i, l) in lines.iter().enumerate() {
+                io.reply(&format!("250{}{l}", if i == last { ' ' } else { '-' }));
+            }
+        }
+        Request::Helo { host: client } => {
+            s.helo = Some(sanitize(&client, 255));
+            s.esmtp = false;
+            s.tx = None;
+            io.reply(&format!("250 {host} Hello {} [{}]", sanitize(&client, 64), s.ip));
+        }
+        Request::Lhlo { .. } => {
+            s.errors += 1;
+            io.reply("500 5.5.1 This is an SMTP server, not LMTP");
+        }
+        Request::StartTls => {
+            if s.tls {
+                io.reply("503 5.5.1 TLS is already active");
+            } else if ctx.tls.is_none() {
+                io.reply("502 5.5.1 STARTTLS is not available: the relay has no certificate");
+            } else {
+                io.reply("220 2.0.0 Ready to start TLS");
+                io.flush().await.map_err(io_end)?;
+                return Ok(Some(End::StartTls));
+            }
+        }
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => {
+            if let Some(end) = Box::pin(auth(ctx, io, s, mechanism, initial_response)).await? {
+                return Ok(Some(end));
+            }
+        }
+        Request::Mail { from } => mail_from(ctx, io, s, from),
+        Request::Rcpt { to } => rcpt_to(ctx, io, s, to),
+        Request::Data => {
+            if let Some(reply) = data_refusal(s) {
+                io.reply(reply);
+                return Ok(None);
+            }
+            io.reply("354 Start mail input; end with <CRLF>.<CRLF>");
+            let (message, too_big) =
+                Box::pin(read_data(io, ctx.cfg.max_message_size)).await?;
+            if too_big {
+                refuse_oversize(ctx, io, s);
+            } else {
+                Box::pin(finish(ctx, io, s, message)).await;
+            }
+        }
+        Request::Bdat {
+            chunk_size,
+            is_last,
+        } => Box::pin(bdat(ctx, io, s, chunk_size, is_last)).await?,
+        Request::Rset => {
+            s.tx = None;
+            io.reply("250 2.0.0 Reset OK");
+        }
+        Request::Noop { .. } => io.reply("250 2.0.0 OK"),
+        Request::Vrfy { .. } => io.reply("252 2.5.2 Cannot VRFY user, but will take the message"),
+        Request::Expn { .. } => io.reply("502 5.5.1 EXPN is not available"),
+        Request::Help { .. } => io.reply(
+            "214 2.0.0 mailgate relay: EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, BDAT, RSET, NOOP, QUIT",
+        ),
+        Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+            io.reply("502 5.5.1 Command not implemented")
+        }
+        Request::Quit => {
+            io.reply(&format!("221 2.0.0 {host} closing connection"));
+            io.flush().await.map_err(io_end)?;
+            return Ok(Some(End::Quit));
+        }
+    }
+    Ok(None)
 }
 
 fn auth_offered(ctx: &ServerCtx, s: &Session) -> bool {
