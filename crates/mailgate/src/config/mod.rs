@@ -627,6 +627,36 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A duration: `"30s"`, `"2h"`, `"1h 30m"`, `"2d"`, `"500ms"`, or a non-negative number of
+    /// seconds. Shared by every table with timing keys (`[relay]`, `[rules.*]`).
+    pub fn duration(
+        &self,
+        key: &str,
+        item: &Item,
+        line: Option<usize>,
+    ) -> Result<std::time::Duration, ConfigError> {
+        const EXPECTED: &str =
+            "expected a duration such as \"30s\", \"5m\", \"2h\", \"2d\" (or seconds as a number)";
+        if let Some(n) = item.as_integer() {
+            return u64::try_from(n)
+                .map(std::time::Duration::from_secs)
+                .map_err(|_| {
+                    self.invalid(key, item, line, format!("must not be negative; {EXPECTED}"))
+                });
+        }
+        if let Some(f) = item.as_float() {
+            if f.is_finite() && f >= 0.0 {
+                return Ok(std::time::Duration::from_secs_f64(f));
+            }
+            return Err(self.invalid(key, item, line, format!("must not be negative; {EXPECTED}")));
+        }
+        let Some(text) = item.as_str() else {
+            return Err(self.invalid(key, item, line, EXPECTED));
+        };
+        humantime::parse_duration(text.trim())
+            .map_err(|e| self.invalid(key, item, line, format!("{e}; {EXPECTED}")))
+    }
+
     /// An integer in `0..=max`.
     pub fn integer(
         &self,

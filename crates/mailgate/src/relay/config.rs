@@ -289,13 +289,13 @@ impl RelayConfig {
                     c.notify_account_line = line;
                 }
                 "notice_command" => c.notice_command = Some(command(&s, key, item, line)?),
-                "max_age" => c.max_age = duration(&s, key, item, line)?,
-                "retry_initial" => c.retry_initial = duration(&s, key, item, line)?,
-                "retry_max" => c.retry_max = duration(&s, key, item, line)?,
-                "scan_interval" => c.scan_interval = duration(&s, key, item, line)?,
-                "connection_idle" => c.connection_idle = duration(&s, key, item, line)?,
-                "refresh_ahead" => c.refresh_ahead = duration(&s, key, item, line)?,
-                "refresh_every" => c.refresh_every = duration(&s, key, item, line)?,
+                "max_age" => c.max_age = s.duration(key, item, line)?,
+                "retry_initial" => c.retry_initial = s.duration(key, item, line)?,
+                "retry_max" => c.retry_max = s.duration(key, item, line)?,
+                "scan_interval" => c.scan_interval = s.duration(key, item, line)?,
+                "connection_idle" => c.connection_idle = s.duration(key, item, line)?,
+                "refresh_ahead" => c.refresh_ahead = s.duration(key, item, line)?,
+                "refresh_every" => c.refresh_every = s.duration(key, item, line)?,
                 "spool_dir" => {
                     c.spool_dir = Some(paths::resolve_path(&s.string(key, item, line)?, base))
                 }
@@ -562,33 +562,6 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
-}
-
-fn duration(
-    s: &Section<'_>,
-    key: &str,
-    item: &Item,
-    line: Option<usize>,
-) -> Result<Duration, ConfigError> {
-    if let Some(n) = item.as_integer() {
-        return u64::try_from(n)
-            .map(Duration::from_secs)
-            .map_err(|_| s.invalid(key, item, line, "expected a positive number of seconds"));
-    }
-    if let Some(f) = item.as_float() {
-        if f.is_finite() && f >= 0.0 {
-            return Ok(Duration::from_secs_f64(f));
-        }
-    }
-    let text = s.string(key, item, line)?;
-    humantime::parse_duration(&text).map_err(|_| {
-        s.invalid(
-            key,
-            item,
-            line,
-            "expected a duration such as \"30s\", \"5m\", \"2h\", \"2d\" (or seconds as a number)",
-        )
-    })
 }
 
 fn command(

@@ -396,12 +396,12 @@ fn parse_rule(
             "recursive" => recursive = boolean(&s, key, item, line)?,
             "conflict" => conflict = s.choice(key, item, line, CONFLICTS)?,
             "interval" => {
-                interval = duration(&s, key, item, line)?;
+                interval = s.duration(key, item, line)?;
                 if interval < MIN_INTERVAL {
                     return Err(s.invalid(key, item, line, "must be at least 100ms"));
                 }
             }
-            "min_age" => min_age = duration(&s, key, item, line)?,
+            "min_age" => min_age = s.duration(key, item, line)?,
             "on_success" | "on_error" => {
                 let ev = s.table(key, item, line)?;
                 let mail = event_mail(
@@ -427,7 +427,7 @@ fn parse_rule(
                     ));
                 };
                 let after_line = es.key_line(ev, "after");
-                let after = duration(&es, "after", after_item, after_line)?;
+                let after = es.duration("after", after_item, after_line)?;
                 if after.is_zero() {
                     return Err(es.invalid(
                         "after",
@@ -695,36 +695,6 @@ fn boolean(
 ) -> Result<bool, ConfigError> {
     item.as_bool()
         .ok_or_else(|| s.invalid(key, item, line, "expected true or false"))
-}
-
-/// A duration: `"30s"`, `"2h"`, `"1h 30m"`, `"500ms"`, or a number of seconds.
-fn duration(
-    s: &Section<'_>,
-    key: &str,
-    item: &Item,
-    line: Option<usize>,
-) -> Result<Duration, ConfigError> {
-    if let Some(n) = item.as_integer() {
-        return u64::try_from(n)
-            .map(Duration::from_secs)
-            .map_err(|_| s.invalid(key, item, line, "must not be negative"));
-    }
-    let Some(text) = item.as_str() else {
-        return Err(s.invalid(
-            key,
-            item,
-            line,
-            "expected a duration such as \"30s\", \"5m\" or \"2h\"",
-        ));
-    };
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        s.invalid(
-            key,
-            item,
-            line,
-            format!("{e}; expected a duration such as \"30s\", \"5m\" or \"2h\""),
-        )
-    })
 }
 
 /// Removes `.` and resolves `..` without touching the file system.
