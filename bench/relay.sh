@@ -3,7 +3,7 @@
 #
 #   bench/relay.sh                  optimised build (cargo bench's profile)
 #   bench/relay.sh --dev            debug build (no optimised compile; slower figures)
-#   bench/relay.sh -- --clients 50 --messages 2000 --size 10240 --idle 1000
+#   bench/relay.sh -- --clients 50 --messages 2000 --size 10240 --idle 1000 --rounds 3
 #
 # The email-oauth2-proxy comparison needs `emailproxy` on PATH (or --emailproxy PATH):
 #   python3 -m venv /tmp/emailproxy-venv && /tmp/emailproxy-venv/bin/pip install emailproxy

@@ -93,17 +93,29 @@ fn main() -> ExitCode {
     exit::finish(commands::run(cli.command, &globals))
 }
 
+/// Logs go to stderr. `MAILGATE_LOG` takes `target=level` directives (`mailgate=debug,warn`);
+/// a value that does not parse is reported once and the default is used.
 fn init_tracing(debug: bool, daemon: bool) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match (debug, daemon) {
         (true, _) => "mailgate=debug,m365_sim=debug,info",
         (false, true) => "info",
         (false, false) => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    let from_env = std::env::var("MAILGATE_LOG").ok().and_then(|v| {
+        v.parse::<Targets>()
+            .map_err(|e| eprintln!("mailgate: ignoring MAILGATE_LOG={v:?}: {e}"))
+            .ok()
+    });
+    let filter = from_env.unwrap_or_else(|| default.parse().expect("the default filter parses"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(filter)
         .init();
 }

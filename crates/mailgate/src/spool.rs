@@ -14,11 +14,13 @@
 //! ```
 //!
 //! A control record holds the envelope, each recipient's status, the attempts, the next try and
-//! the last error. Its directory is its state. [`Spool::enqueue`] writes and fsyncs the message,
-//! writes and fsyncs the control record in `tmp/`, renames it into `new/` and fsyncs the
-//! directories before returning: from then on a crash cannot lose the message. Sessions that
-//! enqueue at the same moment share the directory fsyncs (group commit: whoever arrives while no
-//! sync runs syncs for everyone waiting).
+//! the last error. Its directory is its state. The message file starts with a copy of the
+//! message's first control record (see [`Spool::enqueue`]), so the message file alone is the
+//! commit point: [`Spool::enqueue`] writes it in `tmp/`, fsyncs it, renames it into `data/`,
+//! writes the control record into `new/` (not synced: it can be rebuilt from the message file)
+//! and fsyncs `data/` before returning. From then on a crash cannot lose the message. Sessions
+//! that enqueue at the same moment share the directory fsync (group commit: whoever arrives
+//! while no sync runs syncs for everyone waiting), so a message costs one file fsync.
 //!
 //! A state change that also changes the record (a deferral, a failure) writes the new record with
 //! a higher `version` into the target directory and then removes the old one; a crash in
@@ -43,6 +45,46 @@ use crate::Sysexit;
 /// Orphaned message files (no control record) younger than this may belong to an enqueue in
 /// progress in another process, and are left alone by recovery.
 const ORPHAN_GRACE: Duration = Duration::from_secs(600);
+
+/// First bytes of a message file: `mailgate-spool-1 LEN\n`, then LEN bytes of the message's first
+/// control record (JSON) and a newline, then the message. Files without it (written by earlier
+/// versions) are the bare message.
+const HEADER_MAGIC: &[u8] = b"mailgate-spool-1 ";
+
+/// The header of a message file holding `entry`.
+fn file_header(entry: &Entry) -> Vec<u8> {
+    let json = serde_json::to_vec(entry).expect("entries serialize");
+    let mut header = Vec::with_capacity(json.len() + 32);
+    header.extend_from_slice(HEADER_MAGIC);
+    header.extend_from_slice(json.len().to_string().as_bytes());
+    header.push(b'\n');
+    header.extend_from_slice(&json);
+    header.push(b'\n');
+    header
+}
+
+/// Splits a message file into its header's control record (JSON; `None` for a file without a
+/// header) and the message. A header that does not parse is an error.
+fn split_file(bytes: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
+    let Some(rest) = bytes.strip_prefix(HEADER_MAGIC) else {
+        return Ok((None, bytes));
+    };
+    let eol = rest
+        .iter()
+        .take(20)
+        .position(|&b| b == b'\n')
+        .ok_or("the header has no length")?;
+    let len: usize = std::str::from_utf8(&rest[..eol])
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or("the header's length is not a number")?;
+    let json_start = eol + 1;
+    let json_end = json_start
+        .checked_add(len)
+        .filter(|&end| end < rest.len() && rest[end] == b'\n')
+        .ok_or("the header is cut short")?;
+    Ok((Some(&rest[json_start..json_end]), &rest[json_end + 1..]))
+}
 
 /// Why a spool operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -445,25 +487,9 @@ impl Spool {
         if envelope.recipients.is_empty() {
             return Err(SpoolError::NoRecipients);
         }
-        let (id, data_path) = loop {
-            let id = self.new_id();
-            let path = self.data_path(&id);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let written = f.write_all(message).and_then(|_| f.sync_data());
-                    if let Err(e) = written {
-                        let _ = fs::remove_file(&path);
-                        return Err(io_err("write", &path)(e));
-                    }
-                    break (id, path);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_err("create", &path)(e)),
-            }
-        };
         let now = OffsetDateTime::now_utc();
-        let entry = Entry {
-            id: id.clone(),
+        let mut entry = Entry {
+            id: String::new(),
             version: 1,
             state: State::New,
             recipients: envelope
@@ -485,15 +511,39 @@ impl Spool {
             held: None,
             failed_reason: None,
         };
+        // The message file appears in data/ complete and synced, or not at all.
+        let (tmp, data_path) = loop {
+            entry.id = self.new_id();
+            let tmp = self.tmp.join(format!("{}.eml", entry.id));
+            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(mut f) => {
+                    let written = f
+                        .write_all(&file_header(&entry))
+                        .and_then(|()| f.write_all(message))
+                        .and_then(|()| f.sync_data());
+                    if let Err(e) = written {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(io_err("write", &tmp)(e));
+                    }
+                    break (tmp, self.data_path(&entry.id));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("create", &tmp)(e)),
+            }
+        };
+        if let Err(e) = fs::rename(&tmp, &data_path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("rename into", &data_path)(e));
+        }
         let result = self
-            .write_control(&entry, State::New, true)
-            .and_then(|()| self.sync.sync(&[&self.data, &self.state_dir(State::New)]));
+            .write_control(&entry, State::New, false)
+            .and_then(|()| self.sync.sync(&[&self.data]));
         if let Err(e) = result {
-            let _ = fs::remove_file(self.control_path(State::New, &id));
+            let _ = fs::remove_file(self.control_path(State::New, &entry.id));
             let _ = fs::remove_file(&data_path);
             return Err(e);
         }
-        Ok(id)
+        Ok(entry.id)
     }
 
     /// How many directory syncs have run (each may have covered many enqueues).
@@ -551,10 +601,20 @@ impl Spool {
         &self,
         states: &[State],
     ) -> Result<(Vec<Entry>, Vec<SpoolError>), SpoolError> {
+        self.list_states_except(states, |_| false)
+    }
+
+    /// [`Spool::list_states`] without reading the records whose id `skip` picks (a deliverer
+    /// skips what it already has in hand: its scans cost what is new, not the queue's length).
+    pub fn list_states_except(
+        &self,
+        states: &[State],
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<Entry>, Vec<SpoolError>), SpoolError> {
         let mut entries = Vec::new();
         let mut damaged = Vec::new();
         for &state in states {
-            for id in self.ids_in(state)? {
+            for id in self.ids_in(state)?.into_iter().filter(|id| !skip(id)) {
                 match self.read_control(&self.control_path(state, &id), state) {
                     Ok(e) => entries.push(e),
                     Err(SpoolError::Io { source, .. })
@@ -625,7 +685,7 @@ impl Spool {
     /// The message bytes of `id` (a full id).
     pub fn message(&self, id: &str) -> Result<Vec<u8>, SpoolError> {
         let path = self.data_path(id);
-        fs::read(&path).map_err(|e| {
+        let mut bytes = fs::read(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 SpoolError::NotFound {
                     id: id.to_string(),
@@ -634,7 +694,52 @@ impl Spool {
             } else {
                 io_err("read", &path)(e)
             }
-        })
+        })?;
+        let header = match split_file(&bytes) {
+            Ok((_, message)) => bytes.len() - message.len(),
+            Err(reason) => return Err(SpoolError::Corrupt { path, reason }),
+        };
+        bytes.drain(..header);
+        Ok(bytes)
+    }
+
+    /// The length of the message in `id`'s file, and the control record in its header (`None`
+    /// for a file without one). Reads the header only.
+    fn message_file(&self, id: &str) -> io::Result<(u64, Option<Entry>)> {
+        use std::io::Read;
+        let mut file = File::open(self.data_path(id))?;
+        let file_len = file.metadata()?.len();
+        let invalid = |reason: &str| io::Error::new(io::ErrorKind::InvalidData, reason.to_string());
+        let mut first = [0u8; 40];
+        let mut got = 0;
+        while got < first.len() {
+            match file.read(&mut first[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if !first[..got].starts_with(HEADER_MAGIC) {
+            return Ok((file_len, None));
+        }
+        let line_end = first[..got]
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| invalid("the header has no length"))?;
+        let json_len: u64 = std::str::from_utf8(&first[HEADER_MAGIC.len()..line_end])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| invalid("the header's length is not a number"))?;
+        let header_len = line_end as u64 + 1 + json_len + 1;
+        if header_len > file_len {
+            return Err(invalid("the header is cut short"));
+        }
+        let mut json = vec![0u8; json_len as usize];
+        let already = got - (line_end + 1);
+        let take = already.min(json.len());
+        json[..take].copy_from_slice(&first[line_end + 1..line_end + 1 + take]);
+        file.read_exact(&mut json[take..])?;
+        let entry = serde_json::from_slice(&json).map_err(|e| invalid(&e.to_string()))?;
+        Ok((file_len - header_len, Some(entry)))
     }
 
     /// Moves a new or deferred message to `active` for delivery. `Ok(None)` when it is no longer
@@ -662,12 +767,14 @@ impl Spool {
 
     /// A delivered message (every recipient done): removes it.
     pub fn complete(&self, id: &str) -> Result<(), SpoolError> {
-        // The control record first: a crash after it leaves an orphan message file, which
-        // recovery removes, rather than a record that would be sent again.
-        for state in State::ALL {
+        // The control record first: a crash after it leaves a message file without a record,
+        // which recovery queues again (a duplicate, as for any message in flight at a crash),
+        // rather than a record without its message. A message has one record at a time once
+        // recovery has run; the states are tried in the order a delivery finds it.
+        for state in [State::Active, State::New, State::Deferred, State::Failed] {
             let p = self.control_path(state, id);
             match fs::remove_file(&p) {
-                Ok(()) => {}
+                Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("remove", &p)(e)),
             }
@@ -792,15 +899,27 @@ impl Spool {
     }
 
     /// Puts the spool in order after a crash; call with the lock held, before delivering.
-    /// Active messages go back to `new/` (they will be sent again), leftovers in `tmp/` are
+    /// Active messages go back to `new/` (they will be sent again), old leftovers in `tmp/` are
     /// removed, a message found in two states keeps its newest record, a record whose message
-    /// file is missing or short moves to `failed/`, and old message files without a record are
-    /// removed. Returns what was done, for the log.
+    /// file is missing or short moves to `failed/`, a message file whose record was lost gets
+    /// it back from its header, and old message files that have neither are removed. Returns
+    /// what was done, for the log.
     pub fn recover(&self, _lock: &SpoolLock) -> Result<Recovery, SpoolError> {
         let mut report = Recovery::default();
+        let now = std::time::SystemTime::now();
+        let is_old = |item: &fs::DirEntry| {
+            item.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= ORPHAN_GRACE)
+        };
+        // Young files in tmp/ may be an enqueue in progress in another process.
         for item in fs::read_dir(&self.tmp).map_err(io_err("list", &self.tmp))? {
             let item = item.map_err(io_err("list", &self.tmp))?;
-            let _ = fs::remove_file(item.path());
+            if is_old(&item) {
+                let _ = fs::remove_file(item.path());
+            }
         }
         // Newest version of each id across states.
         let mut seen: HashMap<String, (State, u64)> = HashMap::new();
@@ -838,13 +957,19 @@ impl Spool {
             }
         }
         for (id, (state, _)) in seen.iter_mut() {
-            let data_len = fs::metadata(self.data_path(id)).map(|m| m.len()).ok();
+            let data = self.message_file(id);
             let path = self.control_path(*state, id);
             let mut entry = self.read_control(&path, *state)?;
-            if data_len != Some(entry.size) && *state != State::Failed {
-                let why = match data_len {
-                    None => "its message file is missing".to_string(),
-                    Some(n) => format!("its message file has {n} bytes, {} expected", entry.size),
+            let intact = matches!(&data, Ok((n, _)) if *n == entry.size);
+            if !intact && *state != State::Failed {
+                let why = match data {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        "its message file is missing".to_string()
+                    }
+                    Err(e) => format!("its message file cannot be read: {e}"),
+                    Ok((n, _)) => {
+                        format!("its message file has {n} bytes, {} expected", entry.size)
+                    }
                 };
                 tracing::error!(id = %id, "spool: {why}; moved to failed/");
                 entry.failed_reason = Some(format!("damaged in the spool: {why}"));
@@ -859,8 +984,9 @@ impl Spool {
             }
         }
         report.requeued.sort();
-        // Message files with no record: an enqueue that died before its commit point.
-        let now = std::time::SystemTime::now();
+        // Message files with no record: the record of a message that was acknowledged but whose
+        // record had not reached the disk (rebuilt from the file's header), or a file of an
+        // earlier version whose enqueue died before its commit point (removed when old).
         for item in fs::read_dir(&self.data).map_err(io_err("list", &self.data))? {
             let item = item.map_err(io_err("list", &self.data))?;
             let name = item.file_name();
@@ -870,17 +996,31 @@ impl Spool {
             if seen.contains_key(id) {
                 continue;
             }
-            let old = item
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age >= ORPHAN_GRACE);
-            if old {
-                let _ = fs::remove_file(item.path());
-                report.orphans_removed += 1;
+            match self.message_file(id) {
+                Ok((len, Some(mut entry))) if entry.id == id && entry.size == len => {
+                    entry.state = State::New;
+                    self.write_control(&entry, State::New, true)?;
+                    report.restored.push(id.to_string());
+                }
+                Ok((_, Some(_))) | Err(_) => {
+                    // Files reach data/ only once complete: the disk damaged this one.
+                    tracing::error!(
+                        id,
+                        "spool: a message file with a damaged header; left in place"
+                    );
+                    report
+                        .damaged
+                        .push(format!("{id}: its message file's header is damaged"));
+                }
+                Ok((_, None)) => {
+                    if is_old(&item) {
+                        let _ = fs::remove_file(item.path());
+                        report.orphans_removed += 1;
+                    }
+                }
             }
         }
+        report.restored.sort();
         sync_dir(&self.state_dir(State::New)).map_err(io_err("sync", &self.root))?;
         Ok(report)
     }
@@ -891,11 +1031,14 @@ impl Spool {
 pub struct Recovery {
     /// Messages that were being delivered when the last process stopped; they are sent again.
     pub requeued: Vec<String>,
+    /// Messages whose record had not reached the disk, queued again from their message file.
+    pub restored: Vec<String>,
     /// Records found in two states (a crash between two steps of a state change).
     pub duplicates_resolved: usize,
     /// Damaged records or missing message files (moved to `failed/`).
     pub damaged: Vec<String>,
-    /// Message files without a record removed (enqueues that never completed).
+    /// Old message files without a record or header removed (enqueues of an earlier version
+    /// that never completed).
     pub orphans_removed: usize,
 }
 
@@ -935,6 +1078,27 @@ mod tests {
         let b = spool.enqueue(&env(), b"b").unwrap();
         assert!(a < b, "{a} < {b}");
         assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn message_file_headers_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let id = spool.enqueue(&env(), b"Subject: x\r\n\r\nbody").unwrap();
+        let file = fs::read(spool.data_path(&id)).unwrap();
+        assert!(file.starts_with(HEADER_MAGIC));
+        let (json, message) = split_file(&file).unwrap();
+        assert_eq!(message, b"Subject: x\r\n\r\nbody");
+        let entry: Entry = serde_json::from_slice(json.unwrap()).unwrap();
+        assert_eq!(entry.id, id);
+        assert_eq!(spool.message_file(&id).unwrap().0, message.len() as u64);
+        // Any cut inside the header is noticed, never read as a message.
+        let header_len = file.len() - message.len();
+        for cut in HEADER_MAGIC.len()..header_len {
+            assert!(split_file(&file[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(split_file(b"mailgate-spool-1 x\n{}\n").is_err());
+        assert!(split_file(b"mailgate-spool-1 99\n{}\nbody").is_err());
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn one_deliverer_at_a_time() {
 fn recovery_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (in_flight, moved, lost_data) = {
+    let (in_flight, moved, lost_data, lost_record) = {
         let spool = Spool::open(root).unwrap();
         // Being delivered when the process died.
         let in_flight = spool.enqueue(&envelope(&["a@x"]), b"in flight").unwrap();
@@ -233,16 +233,32 @@ fn recovery_after_a_crash() {
         // A record whose message file disappeared.
         let lost_data = spool.enqueue(&envelope(&["a@x"]), b"gone").unwrap();
         fs::remove_file(root.join("data").join(format!("{lost_data}.eml"))).unwrap();
-        (in_flight, moved, lost_data)
+        // Acknowledged, but the process died before its record reached the disk.
+        let lost_record = spool
+            .enqueue(
+                &envelope(&["b@x", "c@x"]),
+                b"Subject: lost record\r\n\r\nbody",
+            )
+            .unwrap();
+        fs::remove_file(root.join("new").join(format!("{lost_record}.json"))).unwrap();
+        (in_flight, moved, lost_data, lost_record)
     };
-    // Leftovers of enqueues that never completed: a temp file, an old orphan and a young one.
-    fs::write(root.join("tmp").join("x.1.json"), b"{").unwrap();
+    let age = |path: &std::path::Path| {
+        let f = fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    };
+    // Leftovers of enqueues that never completed: old and young temp files (a young one may be
+    // an enqueue in progress in another process), and message files of an earlier version
+    // without a header, one old and one young.
+    let old_tmp = root.join("tmp").join("x.1.json");
+    fs::write(&old_tmp, b"{").unwrap();
+    age(&old_tmp);
+    let young_tmp = root.join("tmp").join("0000000000000002.eml");
+    fs::write(&young_tmp, b"being written").unwrap();
     let old_orphan = root.join("data").join("0000000000000000.eml");
     fs::write(&old_orphan, b"orphan").unwrap();
-    let f = fs::File::options().write(true).open(&old_orphan).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
-        .unwrap();
-    drop(f);
+    age(&old_orphan);
     let young_orphan = root.join("data").join("0000000000000001.eml");
     fs::write(&young_orphan, b"being written by another process").unwrap();
 
@@ -250,6 +266,7 @@ fn recovery_after_a_crash() {
     let lock = spool.lock().unwrap();
     let report = spool.recover(&lock).unwrap();
     assert_eq!(report.requeued, vec![in_flight.clone()]);
+    assert_eq!(report.restored, vec![lost_record.clone()]);
     assert_eq!(report.duplicates_resolved, 1);
     assert_eq!(report.orphans_removed, 1);
     assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
@@ -266,8 +283,33 @@ fn recovery_after_a_crash() {
         young_orphan.exists(),
         "a young orphan may be an enqueue in progress"
     );
-    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    assert!(!old_tmp.exists());
+    assert!(
+        young_tmp.exists(),
+        "a young temp file may be an enqueue in progress"
+    );
     assert_eq!(fs::read_dir(root.join("active")).unwrap().count(), 0);
+    let r = spool.find(&lost_record).unwrap();
+    assert_eq!(r.state, State::New);
+    assert_eq!(r.envelope.recipients, ["b@x", "c@x"]);
+    assert_eq!(
+        spool.message(&lost_record).unwrap(),
+        b"Subject: lost record\r\n\r\nbody"
+    );
+}
+
+#[test]
+fn message_files_of_an_earlier_version_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = spool.enqueue(&envelope(&["a@x"]), b"new").unwrap();
+    // An earlier version stored the bare message.
+    fs::write(
+        dir.path().join("data").join(format!("{id}.eml")),
+        b"Subject: old\r\n\r\nbare",
+    )
+    .unwrap();
+    assert_eq!(spool.message(&id).unwrap(), b"Subject: old\r\n\r\nbare");
 }
 
 #[test]

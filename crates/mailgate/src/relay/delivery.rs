@@ -170,6 +170,13 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
+    fn is_known(&self, id: &str) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
     fn forget(&self, id: &str) {
         self.known
             .lock()
@@ -262,10 +269,12 @@ impl Shared {
 
 /// Looks at the spool: submits due messages, and returns the earliest next try of the others.
 async fn scan(shared: &Arc<Shared>) -> Option<OffsetDateTime> {
-    let spool = shared.spool.clone();
-    let listed =
-        tokio::task::spawn_blocking(move || spool.list_states(&[State::New, State::Deferred]))
-            .await;
+    let s = shared.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        s.spool
+            .list_states_except(&[State::New, State::Deferred], |id| s.is_known(id))
+    })
+    .await;
     let (entries, damaged) = match listed {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {

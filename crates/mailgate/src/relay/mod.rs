@@ -4,7 +4,8 @@
 //!
 //! - [`server`]: the SMTP server side (who may send, limits, pipelining, STARTTLS, AUTH);
 //! - [`crate::spool`]: the durable queue (a message is on disk before the client gets 250);
-//! - `delivery`: per-account workers (connection limits, pacing, retries, bounces);
+//! - `delivery`: per-account workers (connection limits, pacing, retries, bounces), on a thread
+//!   of their own at a lower CPU priority (see [`Relay::run`]);
 //! - `keepalive`: refreshes tokens ahead of expiry and uses refresh tokens weekly;
 //! - [`routing`]: which account sends which sender's mail, and the `From:` rewrite;
 //! - [`auth`]: relay users (argon2 hashes) for AUTH PLAIN/LOGIN;
@@ -87,6 +88,9 @@ pub enum RelayError {
     /// The spool cannot be opened or is in use.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The delivery thread cannot be started.
+    #[error("relay: cannot start the delivery thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl From<ConfigError> for RelayError {
@@ -103,6 +107,7 @@ impl HasSysexit for RelayError {
             RelayError::Account { source, .. } => source.sysexit(),
             RelayError::Listen { .. } => Sysexit::Unavailable,
             RelayError::Spool(e) => e.sysexit(),
+            RelayError::Thread(_) => Sysexit::Unavailable,
         }
     }
 }
@@ -248,8 +253,16 @@ impl Relay {
                 recovery.requeued.join(", ")
             );
         }
+        if !recovery.restored.is_empty() {
+            tracing::info!(
+                "relay: {} message(s) accepted just before the relay stopped were queued again \
+                 from their message files: {}",
+                recovery.restored.len(),
+                recovery.restored.join(", ")
+            );
+        }
         for d in &recovery.damaged {
-            tracing::error!("relay: damaged spool entry moved to failed/: {d}");
+            tracing::error!("relay: damaged spool entry: {d}");
         }
         let spool = Arc::new(spool);
         let tls = load_tls(&cfg)?;
@@ -366,7 +379,21 @@ impl Relay {
                 }
             }));
         }
-        let dispatcher = tokio::spawn(delivery::dispatch(shared.clone(), queued));
+        let delivery = spawn_delivery({
+            let shared = shared.clone();
+            async move {
+                delivery::dispatch(shared.clone(), queued).await;
+                if tokio::time::timeout(DELIVERY_GRACE, shared.join_workers())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "relay: some deliveries did not finish in time; they are sent again at \
+                         the next start"
+                    );
+                }
+            }
+        })?;
         let keepalive = tokio::spawn(keepalive::run(shared.clone()));
 
         shutdown.await;
@@ -382,18 +409,48 @@ impl Relay {
         {
             tracing::warn!("relay: some client sessions did not finish in time; closing them");
         }
-        let _ = dispatcher.await;
+        let _ = delivery.await;
         let _ = keepalive.await;
-        if tokio::time::timeout(DELIVERY_GRACE, shared.join_workers())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "relay: some deliveries did not finish in time; they are sent again at the next \
-                 start"
-            );
-        }
         tracing::info!("relay: stopped");
         Ok(())
+    }
+}
+
+/// Runs the delivery side (`fut`) on a runtime of its own, in a thread at a lower CPU priority,
+/// as sendmail's `NiceQueueRun` does for its queue runners: a device waiting for its `250`
+/// never waits behind upstream deliveries for the CPU, and deliveries use what the sessions
+/// leave. The receiver completes when `fut` has finished.
+fn spawn_delivery(
+    fut: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::sync::oneshot::Receiver<()>, RelayError> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("mailgate-delivery")
+        .build()
+        .map_err(RelayError::Thread)?;
+    std::thread::Builder::new()
+        .name("mailgate-delivery".into())
+        .spawn(move || {
+            lower_thread_priority();
+            runtime.block_on(fut);
+            let _ = done.send(());
+        })
+        .map_err(RelayError::Thread)?;
+    Ok(finished)
+}
+
+/// How much nicer than the sessions the delivery thread (and its blocking helpers) runs.
+#[cfg(target_os = "linux")]
+const DELIVERY_NICENESS: libc::c_int = 5;
+
+/// Lowers the calling thread's CPU priority (Linux keeps a nice value per thread; threads it
+/// starts inherit it). Elsewhere the delivery thread keeps the process's priority.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getpriority/setpriority only read and change the calling thread's nice value.
+    unsafe {
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (current + DELIVERY_NICENESS).min(19));
     }
 }
