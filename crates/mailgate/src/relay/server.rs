@@ -71,9 +71,6 @@ enum End {
     Closed,
     Shutdown,
     Dropped,
-    /// Waiting for the next command with nothing buffered (plain TCP): the caller waits for
-    /// input outside the session's future (see [`wait_for_command`]).
-    Idle,
 }
 
 /// Waits until a stream has input, without a buffer to read it into.
@@ -88,8 +85,6 @@ struct Io<S> {
     /// When set (plain TCP), a session waiting for its next command holds no buffers: they are
     /// allocated once input has arrived. Most sessions of a relay are idle most of the time.
     ready: Option<PollReady<S>>,
-    /// The stream was seen readable while the session was idle: read, do not yield again.
-    input_ready: bool,
 }
 
 enum Line {
@@ -100,8 +95,6 @@ enum Line {
 }
 
 enum ReadEnd {
-    /// Nothing buffered and no input yet, with `yield_idle` (see [`End::Idle`]).
-    Idle,
     Eof,
     Timeout,
     Shutdown,
@@ -116,7 +109,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             pos: 0,
             out: Vec::new(),
             ready: None,
-            input_ready: false,
         }
     }
 
@@ -149,14 +141,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     /// Reads more input. Flushes pending replies first: the client may be waiting for them.
     /// With `shutdown`, returns [`ReadEnd::Shutdown`] when the relay is stopping.
     /// Reads at most `chunk` more bytes: small reads for commands keep an idle session small,
-    /// large ones for message data keep DATA fast. With `yield_idle`, a plain-TCP session with
-    /// nothing to read returns [`ReadEnd::Idle`] instead of waiting.
+    /// large ones for message data keep DATA fast.
     async fn fill(
         &mut self,
         timeout: Duration,
         shutdown: Option<&mut watch::Receiver<bool>>,
         chunk: usize,
-        yield_idle: bool,
     ) -> Result<(), ReadEnd> {
         self.flush().await.map_err(ReadEnd::Io)?;
         if self.pos > 0 {
@@ -172,10 +162,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         if wait_first || self.out.capacity() > 4096 {
             self.out = Vec::new();
         }
-        if wait_first && yield_idle && !self.input_ready {
-            return Err(ReadEnd::Idle);
-        }
-        self.input_ready = false;
         let start = self.buf.len();
         let ready = if wait_first { self.ready } else { None };
         let result = {
@@ -223,7 +209,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     async fn read_line(
         &mut self,
         mut shutdown: Option<&mut watch::Receiver<bool>>,
-        yield_idle: bool,
     ) -> Result<Line, ReadEnd> {
         let mut skipping = false;
         loop {
@@ -248,13 +233,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                 }
                 None => {}
             }
-            self.fill(
-                COMMAND_TIMEOUT,
-                shutdown.as_deref_mut(),
-                COMMAND_CHUNK,
-                yield_idle && !skipping,
-            )
-            .await?;
+            self.fill(COMMAND_TIMEOUT, shutdown.as_deref_mut(), COMMAND_CHUNK)
+                .await?;
         }
     }
 }
@@ -320,19 +300,7 @@ pub async fn handle_connection(
         return;
     }
     let mut io = Io::with_ready(tcp, TcpStream::poll_read_ready);
-    // The session's future is on the heap only while it has input to handle; an idle session
-    // is this future, waiting in `wait_for_command`. Relays hold many idle sessions.
-    let mut greet = true;
-    let end = loop {
-        let end = Box::pin(serve(&ctx, &mut io, &mut session, greet)).await;
-        greet = false;
-        if end != End::Idle {
-            break end;
-        }
-        if let Some(end) = wait_for_command(&ctx, &mut io, &session).await {
-            break end;
-        }
-    };
+    let end = serve(&ctx, &mut io, &mut session, true).await;
     if end != End::StartTls {
         let _ = io.stream.shutdown().await;
         return;
@@ -384,38 +352,6 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(ctx: &ServerCtx, stream: S, s
     let _ = io.stream.shutdown().await;
 }
 
-/// Waits, holding nothing but this small future, until an idle plain-TCP session has input.
-/// `Some(end)` when the session ends instead: a timeout, the relay stopping (between
-/// transactions only), or a connection error.
-async fn wait_for_command(ctx: &ServerCtx, io: &mut Io<TcpStream>, s: &Session) -> Option<End> {
-    let mut shutdown = ctx.shutdown.clone();
-    let between_transactions = s.tx.is_none();
-    let waited = {
-        let stream = &io.stream;
-        let input = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            std::future::poll_fn(|cx| stream.poll_read_ready(cx)),
-        );
-        tokio::select! {
-            r = input => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ReadEnd::Io(e)),
-                Err(_) => Err(ReadEnd::Timeout),
-            },
-            _ = shutdown.wait_for(|stop| *stop), if between_transactions => {
-                Err(ReadEnd::Shutdown)
-            }
-        }
-    };
-    match waited {
-        Ok(()) => {
-            io.input_ready = true;
-            None
-        }
-        Err(e) => Some(Box::pin(end_session(io, s, e)).await),
-    }
-}
-
 /// Runs the command loop over `io`. Errors on the connection end the session quietly.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ServerCtx,
@@ -425,29 +361,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End {
     match serve_inner(ctx, io, s, greet).await {
         Ok(end) => end,
-        Err(e) => end_session(io, s, e).await,
-    }
-}
-
-/// How a session ends when reading stops with `e`: timeouts and shutdowns are told why.
-async fn end_session<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut Io<S>,
-    s: &Session,
-    e: ReadEnd,
-) -> End {
-    match e {
-        ReadEnd::Idle => End::Idle,
-        ReadEnd::Eof => End::Closed,
-        ReadEnd::Io(e) => {
+        Err(ReadEnd::Eof) => End::Closed,
+        Err(ReadEnd::Io(e)) => {
             tracing::debug!(client = %s.peer, "relay: connection error: {e}");
             End::Closed
         }
-        ReadEnd::Timeout => {
+        Err(ReadEnd::Timeout) => {
             io.reply("421 4.4.2 Timeout waiting for the client; closing");
             let _ = io.flush().await;
             End::Dropped
         }
-        ReadEnd::Shutdown => {
+        Err(ReadEnd::Shutdown) => {
             io.reply("421 4.3.2 Relay shutting down; try again shortly");
             let _ = io.flush().await;
             End::Shutdown
@@ -487,7 +411,7 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
         // session's future, which an idle session holds while it waits for input, stays small.
         let next = {
             let line = match io
-                .read_line(if idle { Some(&mut shutdown) } else { None }, true)
+                .read_line(if idle { Some(&mut shutdown) } else { None })
                 .await?
             {
                 Line::Text(l) => l,
@@ -662,7 +586,7 @@ async fn read_auth_line<S: AsyncRead + AsyncWrite + Unpin>(
     challenge: &str,
 ) -> Result<Option<String>, ReadEnd> {
     io.reply(challenge);
-    match io.read_line(None, false).await? {
+    match io.read_line(None).await? {
         Line::Text(l) => {
             let text = String::from_utf8_lossy(&l).trim_end().to_string();
             if text == "*" {
@@ -926,7 +850,7 @@ async fn read_data<S: AsyncRead + AsyncWrite + Unpin>(
         if done {
             return Ok((message, discard.is_some()));
         }
-        io.fill(DATA_TIMEOUT, None, DATA_CHUNK, false).await?;
+        io.fill(DATA_TIMEOUT, None, DATA_CHUNK).await?;
     }
 }
 
@@ -970,7 +894,7 @@ async fn bdat<S: AsyncRead + AsyncWrite + Unpin>(
     let mut remaining = size;
     while remaining > 0 {
         if io.pos == io.buf.len() {
-            io.fill(DATA_TIMEOUT, None, DATA_CHUNK, false).await?;
+            io.fill(DATA_TIMEOUT, None, DATA_CHUNK).await?;
         }
         let pending = &io.buf[io.pos..];
         let take = pending.len().min(remaining);
