@@ -15,12 +15,15 @@
 //!
 //! A control record holds the envelope, each recipient's status, the attempts, the next try and
 //! the last error. Its directory is its state. The message file starts with a copy of the
-//! message's first control record (see [`Spool::enqueue`]), so the message file alone is the
-//! commit point: [`Spool::enqueue`] writes it in `tmp/`, fsyncs it, renames it into `data/`,
-//! writes the control record into `new/` (not synced: it can be rebuilt from the message file)
-//! and fsyncs `data/` before returning. From then on a crash cannot lose the message. Sessions
-//! that enqueue at the same moment share the directory fsync (group commit: whoever arrives
-//! while no sync runs syncs for everyone waiting), so a message costs one file fsync.
+//! message's first control record and the message's checksum (see [`Spool::enqueue`]), so the
+//! message file alone is the commit point: [`Spool::enqueue`] writes it in `tmp/`, renames it
+//! into `data/`, fsyncs it and `data/` (the two disk flushes overlap), writes the control record
+//! into `new/` (not synced: it can be rebuilt from the message file) and returns. From then on a
+//! crash cannot lose the message. Sessions that enqueue at the same moment share the directory
+//! fsync (group commit: whoever arrives while no sync runs syncs for everyone waiting), so a
+//! message costs one file fsync. A file whose name reached the disk before its content (a crash
+//! before the syncs, so never acknowledged) fails its checksum: recovery removes it, and a
+//! delivery never sends it.
 //!
 //! A state change that also changes the record (a deferral, a failure) writes the new record with
 //! a higher `version` into the target directory and then removes the old one; a crash in
@@ -46,44 +49,159 @@ use crate::Sysexit;
 /// progress in another process, and are left alone by recovery.
 const ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
-/// First bytes of a message file: `mailgate-spool-1 LEN\n`, then LEN bytes of the message's first
-/// control record (JSON) and a newline, then the message. Files without it (written by earlier
+/// First bytes of a message file: `mailgate-spool-1 LEN CRC\n`, then LEN bytes of the
+/// message's first control record (JSON) and a newline, then the message, whose CRC-32 is CRC
+/// (8 hex digits). The checksum catches a file whose name reached the disk before its content
+/// (a message that was never acknowledged). Files without this header (written by earlier
 /// versions) are the bare message.
 const HEADER_MAGIC: &[u8] = b"mailgate-spool-1 ";
 
-/// The header of a message file holding `entry`.
-fn file_header(entry: &Entry) -> Vec<u8> {
+/// Emptied message files kept for reuse, at most.
+const MAX_FREE_FILES: usize = 4096;
+
+/// Whether finished message files are reused: only where a rename can refuse to replace its
+/// target, so that two processes never take the same file.
+const RECYCLE: bool = cfg!(target_os = "linux");
+
+/// Renames `from` to `to`, failing with `AlreadyExists` when `to` exists (Linux), or replacing
+/// it (elsewhere; ids are unique within a spool, so the target never exists in practice).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let (from_c, to_c) = (c(from)?, c(to)?);
+        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from_c.as_ptr(),
+                libc::AT_FDCWD,
+                to_c.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // Filesystems without RENAME_NOREPLACE: an ordinary rename.
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
+        }
+    }
+    fs::rename(from, to)
+}
+
+/// The longest first line of a header: the magic, a length, a checksum and the newline.
+const FIRST_LINE_MAX: usize = 64;
+
+/// The header of a message file holding `entry` and `message`.
+fn file_header(entry: &Entry, message: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(entry).expect("entries serialize");
-    let mut header = Vec::with_capacity(json.len() + 32);
+    let mut header = Vec::with_capacity(json.len() + FIRST_LINE_MAX);
     header.extend_from_slice(HEADER_MAGIC);
-    header.extend_from_slice(json.len().to_string().as_bytes());
-    header.push(b'\n');
+    let crc = crc32fast::hash(message);
+    header.extend_from_slice(format!("{} {crc:08x}\n", json.len()).as_bytes());
     header.extend_from_slice(&json);
     header.push(b'\n');
     header
 }
 
-/// Splits a message file into its header's control record (JSON; `None` for a file without a
-/// header) and the message. A header that does not parse is an error.
-fn split_file(bytes: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
-    let Some(rest) = bytes.strip_prefix(HEADER_MAGIC) else {
-        return Ok((None, bytes));
+/// The first line of a message file's header.
+struct FirstLine {
+    /// Bytes of the line, newline included.
+    len: usize,
+    json_len: usize,
+    crc: u32,
+}
+
+/// Reads the first line of a header from the start of a message file; `None` for a file
+/// without a header.
+fn first_line(start: &[u8]) -> Result<Option<FirstLine>, String> {
+    let Some(rest) = start.strip_prefix(HEADER_MAGIC) else {
+        return Ok(None);
     };
     let eol = rest
         .iter()
-        .take(20)
+        .take(FIRST_LINE_MAX - HEADER_MAGIC.len())
         .position(|&b| b == b'\n')
-        .ok_or("the header has no length")?;
-    let len: usize = std::str::from_utf8(&rest[..eol])
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .ok_or("the header's length is not a number")?;
-    let json_start = eol + 1;
-    let json_end = json_start
-        .checked_add(len)
-        .filter(|&end| end < rest.len() && rest[end] == b'\n')
+        .ok_or("the header's first line is cut short")?;
+    let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "the header is not text")?;
+    let (len, crc) = line.split_once(' ').ok_or("the header has no checksum")?;
+    Ok(Some(FirstLine {
+        len: HEADER_MAGIC.len() + eol + 1,
+        json_len: len
+            .parse()
+            .map_err(|_| "the header's length is not a number")?,
+        crc: u32::from_str_radix(crc, 16).map_err(|_| "the header's checksum is not hex")?,
+    }))
+}
+
+/// Splits a message file into its header's control record (JSON; `None` for a file without a
+/// header) and the message, checking the message against the header's checksum.
+fn split_file(bytes: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
+    let Some(first) = first_line(bytes)? else {
+        return Ok((None, bytes));
+    };
+    let json_end = first
+        .len
+        .checked_add(first.json_len)
+        .filter(|&end| end < bytes.len() && bytes[end] == b'\n')
         .ok_or("the header is cut short")?;
-    Ok((Some(&rest[json_start..json_end]), &rest[json_end + 1..]))
+    let message = &bytes[json_end + 1..];
+    if crc32fast::hash(message) != first.crc {
+        return Err(format!(
+            "the message ({} bytes) does not match its checksum: it was cut short or damaged",
+            message.len()
+        ));
+    }
+    Ok((Some(&bytes[first.len..json_end]), message))
+}
+
+/// The start of a spool file.
+enum Head {
+    /// A message file with a header: the record in it, and the message's length.
+    Message { json: Vec<u8>, message_len: u64 },
+    /// Anything else (a JSON control record, a message file of an earlier version): all of it.
+    Other(Vec<u8>),
+}
+
+/// Reads a spool file's head: of a message file, only the header.
+fn read_head(path: &Path) -> io::Result<Head> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+    let mut start = vec![0u8; FIRST_LINE_MAX];
+    let mut got = 0;
+    while got < start.len() {
+        match file.read(&mut start[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    start.truncate(got);
+    let Some(first) = first_line(&start).map_err(invalid)? else {
+        file.read_to_end(&mut start)?;
+        return Ok(Head::Other(start));
+    };
+    let header_len = (first.len + first.json_len + 1) as u64;
+    if header_len > file_len {
+        return Err(invalid("the header is cut short".into()));
+    }
+    let mut json = vec![0u8; first.json_len];
+    let already = (got - first.len).min(json.len());
+    json[..already].copy_from_slice(&start[first.len..first.len + already]);
+    file.read_exact(&mut json[already..])?;
+    Ok(Head::Message {
+        json,
+        message_len: file_len - header_len,
+    })
 }
 
 /// Why a spool operation failed.
@@ -323,10 +441,17 @@ impl GroupSync {
         }
     }
 
-    fn sync(&self, dirs: &[&Path]) -> Result<(), SpoolError> {
+    /// A ticket for a sync of changes made before this call; see [`GroupSync::wait`].
+    fn request(&self) -> u64 {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.requested += 1;
-        let ticket = g.requested;
+        g.requested
+    }
+
+    /// Returns once a sync of `dirs` that started after `ticket` was requested has finished,
+    /// running one itself when none is running.
+    fn wait(&self, ticket: u64, dirs: &[&Path]) -> Result<(), SpoolError> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(reason) = &g.poisoned {
                 return Err(SpoolError::Poisoned {
@@ -383,6 +508,9 @@ pub struct Spool {
     root: PathBuf,
     data: PathBuf,
     tmp: PathBuf,
+    /// Emptied message files of delivered messages, for reuse (see [`Spool::take_file`]).
+    free: PathBuf,
+    free_names: Mutex<Vec<String>>,
     sync: GroupSync,
     counter: AtomicU64,
 }
@@ -409,12 +537,20 @@ impl Spool {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Spool, SpoolError> {
         let root = dir.into();
         create_private_dir(&root)?;
-        for sub in ["data", "tmp", "new", "active", "deferred", "failed"] {
+        for sub in ["data", "tmp", "free", "new", "active", "deferred", "failed"] {
             create_private_dir(&root.join(sub))?;
         }
+        let free = root.join("free");
+        let free_names = fs::read_dir(&free)
+            .map_err(io_err("list", &free))?
+            .filter_map(|item| item.ok()?.file_name().into_string().ok())
+            .take(MAX_FREE_FILES)
+            .collect();
         Ok(Spool {
             data: root.join("data"),
             tmp: root.join("tmp"),
+            free,
+            free_names: Mutex::new(free_names),
             root,
             sync: GroupSync::new(),
             counter: AtomicU64::new(0),
@@ -511,39 +647,104 @@ impl Spool {
             held: None,
             failed_reason: None,
         };
-        // The message file appears in data/ complete and synced, or not at all.
-        let (tmp, data_path) = loop {
+        // The message file appears in data/ whole; its checksum tells recovery whether its
+        // content reached the disk when a crash came before the syncs below.
+        let (mut file, tmp) = loop {
             entry.id = self.new_id();
-            let tmp = self.tmp.join(format!("{}.eml", entry.id));
-            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-                Ok(mut f) => {
-                    let written = f
-                        .write_all(&file_header(&entry))
-                        .and_then(|()| f.write_all(message))
-                        .and_then(|()| f.sync_data());
-                    if let Err(e) = written {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(io_err("write", &tmp)(e));
-                    }
-                    break (tmp, self.data_path(&entry.id));
-                }
+            match self.take_file(&entry.id) {
+                Ok(taken) => break taken,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_err("create", &tmp)(e)),
+                Err(e) => return Err(io_err("create", &self.tmp)(e)),
             }
         };
-        if let Err(e) = fs::rename(&tmp, &data_path) {
+        let written = file
+            .write_all(&file_header(&entry, message))
+            .and_then(|()| file.write_all(message));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("write", &tmp)(e));
+        }
+        let data_path = self.data_path(&entry.id);
+        if let Err(e) = rename_noreplace(&tmp, &data_path) {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("rename into", &data_path)(e));
         }
-        let result = self
-            .write_control(&entry, State::New, false)
-            .and_then(|()| self.sync.sync(&[&self.data]));
+        // Ask for the directory sync before syncing the file: a round that starts meanwhile
+        // covers this rename, so the two disk flushes overlap instead of following each other.
+        let ticket = self.sync.request();
+        let result = file
+            .sync_data()
+            .map_err(io_err("sync", &data_path))
+            .and_then(|()| self.link_new_record(&entry, &data_path))
+            .and_then(|()| self.sync.wait(ticket, &[&self.data]));
         if let Err(e) = result {
             let _ = fs::remove_file(self.control_path(State::New, &entry.id));
             let _ = fs::remove_file(&data_path);
             return Err(e);
         }
         Ok(entry.id)
+    }
+
+    /// An empty file `tmp/ID.eml` to write a new message into: a recycled one when there is one
+    /// (creating files is the slow part of an enqueue on some filesystems: ext4 without a
+    /// journal searches for an inode it has not freed recently), else a new one.
+    fn take_file(&self, id: &str) -> io::Result<(File, PathBuf)> {
+        let tmp = self.tmp.join(format!("{id}.eml"));
+        loop {
+            let name = self
+                .free_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let Some(name) = name else { break };
+            // The rename makes the file ours: another process taking the same one fails.
+            if rename_noreplace(&self.free.join(&name), &tmp).is_ok() {
+                match OpenOptions::new().write(true).truncate(true).open(&tmp) {
+                    Ok(f) => return Ok((f, tmp)),
+                    Err(_) => {
+                        let _ = fs::remove_file(&tmp);
+                    }
+                }
+            }
+        }
+        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok((f, tmp))
+    }
+
+    /// Keeps the message file of a finished message for reuse, emptied, or removes it.
+    fn recycle(&self, id: &str, data: &Path) -> io::Result<()> {
+        let mut names = self.free_names.lock().unwrap_or_else(|e| e.into_inner());
+        if !RECYCLE || names.len() >= MAX_FREE_FILES {
+            drop(names);
+            return fs::remove_file(data);
+        }
+        let file = OpenOptions::new().write(true).open(data)?;
+        // Only a file nothing else links to (no control record left) may be reused.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if file.metadata()?.nlink() != 1 {
+                drop(names);
+                return fs::remove_file(data);
+            }
+        }
+        let free = self.free.join(id);
+        fs::rename(data, &free)?;
+        file.set_len(0)?;
+        names.push(id.to_string());
+        Ok(())
+    }
+
+    /// A new message's control record: a hard link to its message file, whose header holds the
+    /// record (no second file to create: creating files is the slow part on some filesystems).
+    /// Where links are not possible, a JSON file. Neither is synced: recovery rebuilds a lost
+    /// one from the message file.
+    fn link_new_record(&self, entry: &Entry, data_path: &Path) -> Result<(), SpoolError> {
+        let record = self.control_path(State::New, &entry.id);
+        match fs::hard_link(data_path, &record) {
+            Ok(()) => Ok(()),
+            Err(_) => self.write_control(entry, State::New, false),
+        }
     }
 
     /// How many directory syncs have run (each may have covered many enqueues).
@@ -570,8 +771,20 @@ impl Spool {
         })
     }
 
+    /// Reads a control record: a JSON file, or (a new message's record, a hard link to its
+    /// message file) the record in a message file's header.
     fn read_control(&self, path: &Path, state: State) -> Result<Entry, SpoolError> {
-        let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let bytes = match read_head(path) {
+            Ok(Head::Message { json, .. }) => json,
+            Ok(Head::Other(bytes)) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(SpoolError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
         let mut entry: Entry = serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -706,40 +919,14 @@ impl Spool {
     /// The length of the message in `id`'s file, and the control record in its header (`None`
     /// for a file without one). Reads the header only.
     fn message_file(&self, id: &str) -> io::Result<(u64, Option<Entry>)> {
-        use std::io::Read;
-        let mut file = File::open(self.data_path(id))?;
-        let file_len = file.metadata()?.len();
-        let invalid = |reason: &str| io::Error::new(io::ErrorKind::InvalidData, reason.to_string());
-        let mut first = [0u8; 40];
-        let mut got = 0;
-        while got < first.len() {
-            match file.read(&mut first[got..])? {
-                0 => break,
-                n => got += n,
+        match read_head(&self.data_path(id))? {
+            Head::Message { json, message_len } => {
+                let entry = serde_json::from_slice(&json)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                Ok((message_len, Some(entry)))
             }
+            Head::Other(bytes) => Ok((bytes.len() as u64, None)),
         }
-        if !first[..got].starts_with(HEADER_MAGIC) {
-            return Ok((file_len, None));
-        }
-        let line_end = first[..got]
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| invalid("the header has no length"))?;
-        let json_len: u64 = std::str::from_utf8(&first[HEADER_MAGIC.len()..line_end])
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| invalid("the header's length is not a number"))?;
-        let header_len = line_end as u64 + 1 + json_len + 1;
-        if header_len > file_len {
-            return Err(invalid("the header is cut short"));
-        }
-        let mut json = vec![0u8; json_len as usize];
-        let already = got - (line_end + 1);
-        let take = already.min(json.len());
-        json[..take].copy_from_slice(&first[line_end + 1..line_end + 1 + take]);
-        file.read_exact(&mut json[take..])?;
-        let entry = serde_json::from_slice(&json).map_err(|e| invalid(&e.to_string()))?;
-        Ok((file_len - header_len, Some(entry)))
     }
 
     /// Moves a new or deferred message to `active` for delivery. `Ok(None)` when it is no longer
@@ -780,7 +967,7 @@ impl Spool {
             }
         }
         let data = self.data_path(id);
-        match fs::remove_file(&data) {
+        match self.recycle(id, &data) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &data)(e)),
@@ -996,27 +1183,37 @@ impl Spool {
             if seen.contains_key(id) {
                 continue;
             }
-            match self.message_file(id) {
-                Ok((len, Some(mut entry))) if entry.id == id && entry.size == len => {
-                    entry.state = State::New;
-                    self.write_control(&entry, State::New, true)?;
-                    report.restored.push(id.to_string());
-                }
-                Ok((_, Some(_))) | Err(_) => {
-                    // Files reach data/ only once complete: the disk damaged this one.
-                    tracing::error!(
-                        id,
-                        "spool: a message file with a damaged header; left in place"
-                    );
-                    report
-                        .damaged
-                        .push(format!("{id}: its message file's header is damaged"));
-                }
-                Ok((_, None)) => {
+            let path = item.path();
+            let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+            match split_file(&bytes) {
+                Ok((Some(json), message)) => match serde_json::from_slice::<Entry>(json) {
+                    Ok(mut entry) if entry.id == id && entry.size == message.len() as u64 => {
+                        entry.state = State::New;
+                        self.write_control(&entry, State::New, true)?;
+                        report.restored.push(id.to_string());
+                    }
+                    _ => {
+                        tracing::error!(id, "spool: a message file with a damaged header");
+                        report.damaged.push(format!("{id}: its header is damaged"));
+                    }
+                },
+                // Written by an earlier version whose enqueue died before its commit point,
+                // or by one in progress in another process when it is young.
+                Ok((None, _)) => {
                     if is_old(&item) {
-                        let _ = fs::remove_file(item.path());
+                        let _ = fs::remove_file(&path);
                         report.orphans_removed += 1;
                     }
+                }
+                // Cut short or not matching its checksum: its syncs never finished, so it was
+                // never acknowledged.
+                Err(reason) => {
+                    tracing::info!(
+                        id,
+                        "spool: removed a message that was never accepted: {reason}"
+                    );
+                    let _ = fs::remove_file(&path);
+                    report.orphans_removed += 1;
                 }
             }
         }
@@ -1098,7 +1295,19 @@ mod tests {
             assert!(split_file(&file[..cut]).is_err(), "cut at {cut}");
         }
         assert!(split_file(b"mailgate-spool-1 x\n{}\n").is_err());
-        assert!(split_file(b"mailgate-spool-1 99\n{}\nbody").is_err());
+        assert!(split_file(b"mailgate-spool-1 99 00000000\n{}\nbody").is_err());
+        // A message cut short, or whose bytes changed, does not match its checksum.
+        assert!(split_file(&file[..file.len() - 1]).is_err());
+        let mut damaged = file.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x20;
+        let err = split_file(&damaged).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
+        fs::write(spool.data_path(&id), &damaged).unwrap();
+        assert!(matches!(
+            spool.message(&id),
+            Err(SpoolError::Corrupt { .. })
+        ));
     }
 
     #[test]

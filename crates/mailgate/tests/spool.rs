@@ -241,6 +241,12 @@ fn recovery_after_a_crash() {
             )
             .unwrap();
         fs::remove_file(root.join("new").join(format!("{lost_record}.json"))).unwrap();
+        // Its name reached the disk but not all of its content: it was never acknowledged.
+        let torn = spool.enqueue(&envelope(&["a@x"]), b"torn message").unwrap();
+        fs::remove_file(root.join("new").join(format!("{torn}.json"))).unwrap();
+        let torn_file = root.join("data").join(format!("{torn}.eml"));
+        let bytes = fs::read(&torn_file).unwrap();
+        fs::write(&torn_file, &bytes[..bytes.len() - 4]).unwrap();
         (in_flight, moved, lost_data, lost_record)
     };
     let age = |path: &std::path::Path| {
@@ -268,7 +274,10 @@ fn recovery_after_a_crash() {
     assert_eq!(report.requeued, vec![in_flight.clone()]);
     assert_eq!(report.restored, vec![lost_record.clone()]);
     assert_eq!(report.duplicates_resolved, 1);
-    assert_eq!(report.orphans_removed, 1);
+    assert_eq!(
+        report.orphans_removed, 2,
+        "the old orphan and the torn message"
+    );
     assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
 
     assert_eq!(spool.find(&in_flight).unwrap().state, State::New);
@@ -329,4 +338,45 @@ fn held_messages_do_not_count_attempts() {
     let e = spool.find(&id).unwrap();
     assert_eq!(e.attempts, 0);
     assert!(e.held.unwrap().contains("mailgate login work"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn finished_message_files_are_emptied_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let free = || -> Vec<fs::Metadata> {
+        fs::read_dir(dir.path().join("free"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap())
+            .collect()
+    };
+    let first = spool
+        .enqueue(&envelope(&["a@x"]), b"Subject: first\r\n\r\nsecret body")
+        .unwrap();
+    spool.claim(&first).unwrap().unwrap();
+    spool.complete(&first).unwrap();
+    let kept = free();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].len(), 0, "nothing of a delivered message is kept");
+    assert!(matches!(
+        spool.find(&first),
+        Err(SpoolError::NotFound { .. })
+    ));
+
+    let second = spool
+        .enqueue(&envelope(&["b@x"]), b"Subject: second\r\n\r\nbody")
+        .unwrap();
+    assert!(free().is_empty(), "the emptied file was reused");
+    assert_eq!(
+        spool.message(&second).unwrap(),
+        b"Subject: second\r\n\r\nbody"
+    );
+    assert_eq!(spool.find(&second).unwrap().envelope.recipients, ["b@x"]);
+    // A reopened spool knows the files it can reuse.
+    spool.claim(&second).unwrap().unwrap();
+    spool.complete(&second).unwrap();
+    let reopened = Spool::open(dir.path()).unwrap();
+    reopened.enqueue(&envelope(&["c@x"]), b"third").unwrap();
+    assert!(free().is_empty());
 }

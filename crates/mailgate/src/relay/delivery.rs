@@ -30,7 +30,7 @@ use crate::config::Account;
 use crate::oauth::Flow;
 use crate::send::{AccountSender, SendError};
 use crate::smtp::{Envelope as SmtpEnvelope, SendOutcome, SmtpClient, SmtpError};
-use crate::spool::{Entry, RecipientStatus, Spool, State};
+use crate::spool::{Entry, RecipientStatus, Spool, SpoolError, State};
 use crate::sysexits::HasSysexit;
 use crate::tokens::TokenManager;
 use crate::Sysexit;
@@ -439,10 +439,19 @@ async fn worker(shared: Arc<Shared>, acct: Arc<AccountState>) {
         let spool = shared.spool.clone();
         let claim_id = id.clone();
         let claimed = tokio::task::spawn_blocking(move || {
-            let entry = spool.claim(&claim_id)?;
-            match entry {
-                Some(e) => spool.message(&e.id).map(|m| Some((e, m))),
-                None => Ok(None),
+            let Some(mut entry) = spool.claim(&claim_id)? else {
+                return Ok(None);
+            };
+            match spool.message(&entry.id) {
+                Ok(m) => Ok(Some((entry, m))),
+                // Never sent: a message that does not match its checksum fails for good.
+                Err(SpoolError::Corrupt { reason, .. }) => {
+                    let why = format!("damaged in the spool: {reason}");
+                    tracing::error!(id = %entry.id, "relay: {why}; moved to failed/");
+                    spool.fail(&mut entry, &why)?;
+                    Ok(None)
+                }
+                Err(e) => Err(e),
             }
         })
         .await;
