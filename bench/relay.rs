@@ -446,7 +446,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn spawn_relay(config: &Path, dir: &Path) -> (Child, SocketAddr) {
+/// Starts `mailgate relay`; it is killed if the benchmark panics.
+fn spawn_relay(config: &Path, dir: &Path) -> (KillOnDrop, SocketAddr) {
     let mut child = Command::new(MAILGATE)
         .args(["--config", &config.display().to_string(), "relay"])
         .env("MAILGATE_LOG", "warn")
@@ -473,10 +474,11 @@ fn spawn_relay(config: &Path, dir: &Path) -> (Child, SocketAddr) {
         let mut sink = String::new();
         let _ = out.read_to_string(&mut sink);
     });
-    (child, addr.expect("relay address"))
+    (KillOnDrop(child), addr.expect("relay address"))
 }
 
-fn stop(mut child: Child) {
+fn stop(mut relay: KillOnDrop) {
+    let child = &mut relay.0;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -576,7 +578,7 @@ fn main() {
     // times; each side's median round is reported. A shared machine's speed drifts by a factor
     // of two or three within minutes, so one short run of each compares two different machines.
     let (relay, relay_addr) = spawn_relay(&config, dir.path());
-    let relay_pid = relay.id();
+    let relay_pid = relay.0.id();
     let token = String::from_utf8(
         Command::new(MAILGATE)
             .args(["--config", &config.display().to_string(), "token", "app"])
@@ -629,7 +631,7 @@ fn main() {
     stop(relay);
     let (relay, relay_addr) = spawn_relay(&config, dir.path());
     let (relay_rss_before, relay_rss_idle, relay_greeted) =
-        idle_rss(relay_addr, o.idle, relay.id());
+        idle_rss(relay_addr, o.idle, relay.0.id());
     stop(relay);
 
     // 3. email-oauth2-proxy.

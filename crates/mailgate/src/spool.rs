@@ -553,7 +553,7 @@ impl Spool {
             free_names: Mutex::new(free_names),
             root,
             sync: GroupSync::new(),
-            counter: AtomicU64::new(0),
+            counter: AtomicU64::new(rand::random::<u64>()),
         })
     }
 
@@ -608,13 +608,15 @@ impl Spool {
         Ok(SpoolLock { _file: file })
     }
 
-    /// A new message id: milliseconds since the epoch and a random part, in hex, so that ids
-    /// sort by arrival.
+    /// A new message id: milliseconds since the epoch and a sequence number, in hex, so that ids
+    /// sort by arrival. The sequence starts at a random point per process: within a process ids
+    /// never repeat (short of a million messages in a millisecond), and two processes that
+    /// enqueue in the same millisecond almost never meet (when they do, the one that comes second
+    /// finds the id taken: [`Spool::enqueue`] picks another or fails without losing anything).
     fn new_id(&self) -> String {
         let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let r: u32 = rand::random::<u32>().wrapping_add(n as u32) & 0xf_ffff;
-        format!("{millis:011x}{r:05x}")
+        let seq = self.counter.fetch_add(1, Ordering::Relaxed) & 0xf_ffff;
+        format!("{millis:011x}{seq:05x}")
     }
 
     /// Queues `message` for `envelope.recipients`. When this returns `Ok`, the message and its
@@ -651,6 +653,9 @@ impl Spool {
         // content reached the disk when a crash came before the syncs below.
         let (mut file, tmp) = loop {
             entry.id = self.new_id();
+            if self.data_path(&entry.id).exists() {
+                continue;
+            }
             match self.take_file(&entry.id) {
                 Ok(taken) => break taken,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -1275,6 +1280,14 @@ mod tests {
         let b = spool.enqueue(&env(), b"b").unwrap();
         assert!(a < b, "{a} < {b}");
         assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn ids_do_not_repeat_within_a_millisecond() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let ids: std::collections::HashSet<String> = (0..100_000).map(|_| spool.new_id()).collect();
+        assert_eq!(ids.len(), 100_000);
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn spawn_delivery(
 
 /// How much nicer than the sessions the delivery thread (and its blocking helpers) runs.
 #[cfg(target_os = "linux")]
-const DELIVERY_NICENESS: libc::c_int = 19;
+const DELIVERY_NICENESS: libc::c_int = 10;
 
 /// Lowers the calling thread's CPU priority (Linux keeps a nice value per thread; threads it
 /// starts inherit it). Elsewhere the delivery thread keeps the process's priority.
