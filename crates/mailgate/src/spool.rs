@@ -4,12 +4,14 @@
 //! Layout under the spool directory:
 //!
 //! ```text
-//! data/ID.eml          the message as received (immutable)
-//! new/ID.json          control record of a message waiting for its first attempt
+//! data/ID.eml          the message as received, after a header (immutable)
+//! new/ID.json          control record of a message waiting for its first attempt (a hard
+//!                      link to data/ID.eml, whose header holds it)
 //! active/ID.json       ... being delivered right now
 //! deferred/ID.json     ... waiting for a retry after a temporary failure
 //! failed/ID.json       ... given up (permanent failure or too old), kept for `mailgate queue`
-//! tmp/                 files being written; emptied at recovery
+//! tmp/                 files being written; old ones removed at recovery
+//! free/                emptied message files of delivered messages, reused by new ones
 //! lock                 held by the process that delivers (the relay)
 //! ```
 //!
@@ -17,7 +19,7 @@
 //! the last error. Its directory is its state. The message file starts with a copy of the
 //! message's first control record and the message's checksum (see [`Spool::enqueue`]), so the
 //! message file alone is the commit point: [`Spool::enqueue`] writes it in `tmp/`, renames it
-//! into `data/`, fsyncs it and `data/` (the two disk flushes overlap), writes the control record
+//! into `data/`, fsyncs it and `data/` (the two disk flushes overlap), links the control record
 //! into `new/` (not synced: it can be rebuilt from the message file) and returns. From then on a
 //! crash cannot lose the message. Sessions that enqueue at the same moment share the directory
 //! fsync (group commit: whoever arrives while no sync runs syncs for everyone waiting), so a
