@@ -76,10 +76,22 @@ enum End {
     Closed,
     Shutdown,
     Dropped,
+    /// Waiting for the next command with nothing buffered (plain TCP): the caller waits for
+    /// input outside the session's future (see [`wait_for_command`]).
+    Idle,
 }
 
 /// Waits until a stream has input, without a buffer to read it into.
 type PollReady<S> = fn(&S, &mut Context<'_>) -> Poll<io::Result<()>>;
+
+/// Ready when a TCP stream has input (or has ended), without consuming it. `poll_read_ready`
+/// will not do: tokio reports a newly accepted socket ready at once, data or not, so every idle
+/// session would allocate its read buffer and keep it. A one-byte peek clears that readiness.
+fn tcp_input_ready(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    stream.poll_peek(cx, &mut buf).map_ok(|_| ())
+}
 
 /// Buffered reading and writing over a stream.
 struct Io<S> {
@@ -90,6 +102,8 @@ struct Io<S> {
     /// When set (plain TCP), a session waiting for its next command holds no buffers: they are
     /// allocated once input has arrived. Most sessions of a relay are idle most of the time.
     ready: Option<PollReady<S>>,
+    /// The stream was seen readable while the session was idle: read, do not yield again.
+    input_ready: bool,
 }
 
 enum Line {
@@ -100,6 +114,8 @@ enum Line {
 }
 
 enum ReadEnd {
+    /// Nothing buffered and no input yet, with `yield_idle` (see [`End::Idle`]).
+    Idle,
     Eof,
     Timeout,
     Shutdown,
@@ -114,6 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             pos: 0,
             out: Vec::new(),
             ready: None,
+            input_ready: false,
         }
     }
 
@@ -146,12 +163,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     /// Reads more input. Flushes pending replies first: the client may be waiting for them.
     /// With `shutdown`, returns [`ReadEnd::Shutdown`] when the relay is stopping.
     /// Reads at most `chunk` more bytes: small reads for commands keep an idle session small,
-    /// large ones for message data keep DATA fast.
+    /// large ones for message data keep DATA fast. With `yield_idle`, a plain-TCP session with
+    /// nothing to read returns [`ReadEnd::Idle`] instead of waiting.
     async fn fill(
         &mut self,
         timeout: Duration,
         shutdown: Option<&mut watch::Receiver<bool>>,
         chunk: usize,
+        yield_idle: bool,
     ) -> Result<(), ReadEnd> {
         self.flush().await.map_err(ReadEnd::Io)?;
         if self.pos > 0 {
@@ -167,6 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         if wait_first || self.out.capacity() > 4096 {
             self.out = Vec::new();
         }
+        if wait_first && yield_idle && !self.input_ready {
+            return Err(ReadEnd::Idle);
+        }
+        self.input_ready = false;
         let start = self.buf.len();
         let ready = if wait_first { self.ready } else { None };
         let result = {
@@ -214,6 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     async fn read_line(
         &mut self,
         mut shutdown: Option<&mut watch::Receiver<bool>>,
+        yield_idle: bool,
     ) -> Result<Line, ReadEnd> {
         let mut skipping = false;
         loop {
@@ -238,8 +262,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                 }
                 None => {}
             }
-            self.fill(COMMAND_TIMEOUT, shutdown.as_deref_mut(), COMMAND_CHUNK)
-                .await?;
+            self.fill(
+                COMMAND_TIMEOUT,
+                shutdown.as_deref_mut(),
+                COMMAND_CHUNK,
+                yield_idle && !skipping,
+            )
+            .await?;
         }
     }
 }
@@ -304,8 +333,19 @@ pub async fn handle_connection(
         Box::pin(tls_session(ctx, tcp, session, true)).await;
         return;
     }
-    let mut io = Io::with_ready(tcp, TcpStream::poll_read_ready);
-    let end = serve(&ctx, &mut io, &mut session, true).await;
+    let mut io = Io::with_ready(tcp, tcp_input_ready);
+    // The session's future is on the heap only while it has input to handle; an idle session
+    // is this future, waiting in `wait_for_command`. A relay holds many idle sessions.
+    io.reply(&greeting(&ctx));
+    let end = loop {
+        if let Some(end) = wait_for_command(&ctx, &mut io, &session).await {
+            break end;
+        }
+        let end = Box::pin(serve(&ctx, &mut io, &mut session, false)).await;
+        if end != End::Idle {
+            break end;
+        }
+    };
     if end != End::StartTls {
         let _ = io.stream.shutdown().await;
         return;
@@ -357,6 +397,46 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(ctx: &ServerCtx, stream: S, s
     let _ = io.stream.shutdown().await;
 }
 
+fn greeting(ctx: &ServerCtx) -> String {
+    format!("220 {} ESMTP mailgate relay ready", ctx.cfg.hostname)
+}
+
+/// Waits, holding nothing but this small future, until an idle plain-TCP session has input,
+/// after sending what is pending. `Some(end)` when the session ends instead: a timeout, the
+/// relay stopping (between transactions only), or a connection error.
+async fn wait_for_command(ctx: &ServerCtx, io: &mut Io<TcpStream>, s: &Session) -> Option<End> {
+    if io.flush().await.is_err() {
+        return Some(End::Closed);
+    }
+    io.out = Vec::new();
+    let mut shutdown = ctx.shutdown.clone();
+    let between_transactions = s.tx.is_none();
+    let waited = {
+        let stream = &io.stream;
+        let input = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            std::future::poll_fn(|cx| tcp_input_ready(stream, cx)),
+        );
+        tokio::select! {
+            r = input => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ReadEnd::Io(e)),
+                Err(_) => Err(ReadEnd::Timeout),
+            },
+            _ = shutdown.wait_for(|stop| *stop), if between_transactions => {
+                Err(ReadEnd::Shutdown)
+            }
+        }
+    };
+    match waited {
+        Ok(()) => {
+            io.input_ready = true;
+            None
+        }
+        Err(e) => Some(Box::pin(end_session(io, s, e)).await),
+    }
+}
+
 /// Runs the command loop over `io`. Errors on the connection end the session quietly.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ServerCtx,
@@ -366,17 +446,29 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End {
     match serve_inner(ctx, io, s, greet).await {
         Ok(end) => end,
-        Err(ReadEnd::Eof) => End::Closed,
-        Err(ReadEnd::Io(e)) => {
+        Err(e) => end_session(io, s, e).await,
+    }
+}
+
+/// How a session ends when reading stops with `e`: timeouts and shutdowns are told why.
+async fn end_session<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
+    s: &Session,
+    e: ReadEnd,
+) -> End {
+    match e {
+        ReadEnd::Idle => End::Idle,
+        ReadEnd::Eof => End::Closed,
+        ReadEnd::Io(e) => {
             tracing::debug!(client = %s.peer, "relay: connection error: {e}");
             End::Closed
         }
-        Err(ReadEnd::Timeout) => {
+        ReadEnd::Timeout => {
             io.reply("421 4.4.2 Timeout waiting for the client; closing");
             let _ = io.flush().await;
             End::Dropped
         }
-        Err(ReadEnd::Shutdown) => {
+        ReadEnd::Shutdown => {
             io.reply("421 4.3.2 Relay shutting down; try again shortly");
             let _ = io.flush().await;
             End::Shutdown
@@ -394,10 +486,9 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut Session,
     greet: bool,
 ) -> Result<End, ReadEnd> {
-    let host = ctx.cfg.hostname.as_str();
     let mut shutdown = ctx.shutdown.clone();
     if greet {
-        io.reply(&format!("220 {host} ESMTP mailgate relay ready"));
+        io.reply(&greeting(ctx));
     }
     loop {
         if s.errors >= MAX_ERRORS {
@@ -416,7 +507,7 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
         // session's future, which an idle session holds while it waits for input, stays small.
         let next = {
             let line = match io
-                .read_line(if idle { Some(&mut shutdown) } else { None })
+                .read_line(if idle { Some(&mut shutdown) } else { None }, true)
                 .await?
             {
                 Line::Text(l) => l,
@@ -591,7 +682,7 @@ async fn read_auth_line<S: AsyncRead + AsyncWrite + Unpin>(
     challenge: &str,
 ) -> Result<Option<String>, ReadEnd> {
     io.reply(challenge);
-    match io.read_line(None).await? {
+    match io.read_line(None, false).await? {
         Line::Text(l) => {
             let text = String::from_utf8_lossy(&l).trim_end().to_string();
             if text == "*" {
@@ -855,7 +946,7 @@ async fn read_data<S: AsyncRead + AsyncWrite + Unpin>(
         if done {
             return Ok((message, discard.is_some()));
         }
-        io.fill(DATA_TIMEOUT, None, DATA_CHUNK).await?;
+        io.fill(DATA_TIMEOUT, None, DATA_CHUNK, false).await?;
     }
 }
 
@@ -899,7 +990,7 @@ async fn bdat<S: AsyncRead + AsyncWrite + Unpin>(
     let mut remaining = size;
     while remaining > 0 {
         if io.pos == io.buf.len() {
-            io.fill(DATA_TIMEOUT, None, DATA_CHUNK).await?;
+            io.fill(DATA_TIMEOUT, None, DATA_CHUNK, false).await?;
         }
         let pending = &io.buf[io.pos..];
         let take = pending.len().min(remaining);
@@ -1038,4 +1129,37 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let mut io = Io::new(stream);
     let _ = serve(ctx, &mut io, &mut session, true).await;
     let _ = io.stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// An idle session must not wake (and allocate its buffers) before its client says
+    /// something: tokio reports a new socket read-ready at once, data or not.
+    #[tokio::test]
+    async fn a_new_connection_is_not_ready_before_it_sends() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let wait = || std::future::poll_fn(|cx| tcp_input_ready(&server, cx));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), wait())
+                .await
+                .is_err(),
+            "ready without input"
+        );
+        client.write_all(b"EHLO x\r\n").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wait())
+            .await
+            .expect("ready once the client has sent")
+            .unwrap();
+        // Nothing was consumed.
+        let mut line = [0u8; 8];
+        server.try_read(&mut line).unwrap();
+        assert_eq!(&line, b"EHLO x\r\n");
+    }
 }
