@@ -729,14 +729,7 @@ fn main() {
         direct.wall.as_secs_f64(),
     );
     if let Some((p, _, _)) = &proxy_figures {
-        println!(
-            "{:<34} {:>10.0} {:>9.1} {:>9.1} {:>14.2}",
-            "email-oauth2-proxy",
-            p.rate(),
-            p.pct(0.5),
-            p.pct(0.99),
-            p.wall.as_secs_f64()
-        );
+        row("email-oauth2-proxy", p, p.wall.as_secs_f64());
         let retries = PROXY_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
         if retries > 0 {
             println!(

@@ -720,9 +720,13 @@ impl Spool {
 
     /// Keeps the message file of a finished message for reuse, emptied, or removes it.
     fn recycle(&self, id: &str, data: &Path) -> io::Result<()> {
-        let mut names = self.free_names.lock().unwrap_or_else(|e| e.into_inner());
-        if !RECYCLE || names.len() >= MAX_FREE_FILES {
-            drop(names);
+        let free_count = || {
+            self.free_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+        };
+        if !RECYCLE || free_count() >= MAX_FREE_FILES {
             return fs::remove_file(data);
         }
         let file = OpenOptions::new().write(true).open(data)?;
@@ -731,15 +735,20 @@ impl Spool {
         {
             use std::os::unix::fs::MetadataExt;
             if file.metadata()?.nlink() != 1 {
-                drop(names);
                 return fs::remove_file(data);
             }
         }
+        // The list is locked only to look and to add: enqueues take from it meanwhile.
         let free = self.free.join(id);
         fs::rename(data, &free)?;
         file.set_len(0)?;
-        names.push(id.to_string());
-        Ok(())
+        let mut names = self.free_names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.len() < MAX_FREE_FILES {
+            names.push(id.to_string());
+            return Ok(());
+        }
+        drop(names);
+        fs::remove_file(&free)
     }
 
     /// A new message's control record: a hard link to its message file, whose header holds the
@@ -923,16 +932,11 @@ impl Spool {
         Ok(bytes)
     }
 
-    /// The length of the message in `id`'s file, and the control record in its header (`None`
-    /// for a file without one). Reads the header only.
-    fn message_file(&self, id: &str) -> io::Result<(u64, Option<Entry>)> {
+    /// The length of the message in `id`'s file. Reads the header only.
+    fn message_len(&self, id: &str) -> io::Result<u64> {
         match read_head(&self.data_path(id))? {
-            Head::Message { json, message_len } => {
-                let entry = serde_json::from_slice(&json)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Ok((message_len, Some(entry)))
-            }
-            Head::Other(bytes) => Ok((bytes.len() as u64, None)),
+            Head::Message { message_len, .. } => Ok(message_len),
+            Head::Other(bytes) => Ok(bytes.len() as u64),
         }
     }
 
@@ -1115,8 +1119,8 @@ impl Spool {
                 let _ = fs::remove_file(item.path());
             }
         }
-        // Newest version of each id across states.
-        let mut seen: HashMap<String, (State, u64)> = HashMap::new();
+        // Newest record of each id across states.
+        let mut seen: HashMap<String, Entry> = HashMap::new();
         for state in State::ALL {
             for id in self.ids_in(state)? {
                 let path = self.control_path(state, &id);
@@ -1134,44 +1138,41 @@ impl Spool {
                     Err(e) => return Err(e),
                 };
                 match seen.get(&id) {
-                    Some(&(other_state, other_version)) if other_version >= entry.version => {
+                    Some(other) if other.version >= entry.version => {
                         let _ = fs::remove_file(&path);
                         report.duplicates_resolved += 1;
-                        let _ = other_state;
                     }
-                    Some(&(other_state, _)) => {
-                        let _ = fs::remove_file(self.control_path(other_state, &id));
+                    Some(other) => {
+                        let _ = fs::remove_file(self.control_path(other.state, &id));
                         report.duplicates_resolved += 1;
-                        seen.insert(id, (state, entry.version));
+                        seen.insert(id, entry);
                     }
                     None => {
-                        seen.insert(id, (state, entry.version));
+                        seen.insert(id, entry);
                     }
                 }
             }
         }
-        for (id, (state, _)) in seen.iter_mut() {
-            let data = self.message_file(id);
-            let path = self.control_path(*state, id);
-            let mut entry = self.read_control(&path, *state)?;
-            let intact = matches!(&data, Ok((n, _)) if *n == entry.size);
-            if !intact && *state != State::Failed {
+        for (id, entry) in seen.iter_mut() {
+            let state = entry.state;
+            let path = self.control_path(state, id);
+            let data = self.message_len(id);
+            let intact = matches!(&data, Ok(n) if *n == entry.size);
+            if !intact && state != State::Failed {
                 let why = match data {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         "its message file is missing".to_string()
                     }
                     Err(e) => format!("its message file cannot be read: {e}"),
-                    Ok((n, _)) => {
-                        format!("its message file has {n} bytes, {} expected", entry.size)
-                    }
+                    Ok(n) => format!("its message file has {n} bytes, {} expected", entry.size),
                 };
                 tracing::error!(id = %id, "spool: {why}; moved to failed/");
                 entry.failed_reason = Some(format!("damaged in the spool: {why}"));
-                self.transition(&mut entry, State::Failed)?;
+                self.transition(entry, State::Failed)?;
                 report.damaged.push(format!("{id}: {why}"));
                 continue;
             }
-            if *state == State::Active {
+            if state == State::Active {
                 fs::rename(&path, self.control_path(State::New, id))
                     .map_err(io_err("rename", &path))?;
                 report.requeued.push(id.clone());
@@ -1303,7 +1304,7 @@ mod tests {
         assert_eq!(message, b"Subject: x\r\n\r\nbody");
         let entry: Entry = serde_json::from_slice(json.unwrap()).unwrap();
         assert_eq!(entry.id, id);
-        assert_eq!(spool.message_file(&id).unwrap().0, message.len() as u64);
+        assert_eq!(spool.message_len(&id).unwrap(), message.len() as u64);
         // Any cut inside the header is noticed, never read as a message.
         let header_len = file.len() - message.len();
         for cut in HEADER_MAGIC.len()..header_len {

@@ -194,30 +194,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         let ready = if wait_first { self.ready } else { None };
         let result = {
             let (stream, buf) = (&mut self.stream, &mut self.buf);
-            let read = async move {
-                let input = async {
-                    if let Some(ready) = ready {
-                        std::future::poll_fn(|cx| ready(stream, cx)).await?;
-                    }
-                    buf.resize(start + chunk, 0);
-                    stream.read(&mut buf[start..]).await
-                };
-                match tokio::time::timeout(timeout, input).await {
-                    Ok(Ok(0)) => Err(ReadEnd::Eof),
-                    Ok(Ok(n)) => Ok(n),
-                    Ok(Err(e)) => Err(ReadEnd::Io(e)),
-                    Err(_) => Err(ReadEnd::Timeout),
+            let input = async move {
+                if let Some(ready) = ready {
+                    std::future::poll_fn(|cx| ready(stream, cx)).await?;
                 }
+                buf.resize(start + chunk, 0);
+                stream.read(&mut buf[start..]).await
             };
-            match shutdown {
-                Some(rx) if *rx.borrow() => Err(ReadEnd::Shutdown),
-                Some(rx) => {
-                    tokio::select! {
-                        r = read => r,
-                        _ = rx.wait_for(|stop| *stop) => Err(ReadEnd::Shutdown),
-                    }
-                }
-                None => read.await,
+            match within(input, timeout, shutdown).await {
+                Ok(0) => Err(ReadEnd::Eof),
+                other => other,
             }
         };
         match result {
@@ -288,6 +274,26 @@ struct Session {
     auth_failures: u32,
 }
 
+impl Session {
+    /// A new session with a client at `peer`.
+    fn new(ctx: &ServerCtx, peer: SocketAddr) -> Session {
+        let ip = canonical_ip(peer.ip());
+        Session {
+            peer,
+            ip,
+            allowed_network: ctx.cfg.allows(ip),
+            loopback: ip.is_loopback(),
+            tls: false,
+            helo: None,
+            esmtp: false,
+            user: None,
+            tx: None,
+            errors: 0,
+            auth_failures: 0,
+        }
+    }
+}
+
 /// A mail transaction in progress (after MAIL FROM).
 struct Transaction {
     sender: String,
@@ -309,21 +315,8 @@ pub async fn handle_connection(
     peer: SocketAddr,
     implicit_tls: bool,
 ) {
-    let ip = canonical_ip(peer.ip());
     let _ = tcp.set_nodelay(true);
-    let mut session = Session {
-        peer,
-        ip,
-        allowed_network: ctx.cfg.allows(ip),
-        loopback: ip.is_loopback(),
-        tls: false,
-        helo: None,
-        esmtp: false,
-        user: None,
-        tx: None,
-        errors: 0,
-        auth_failures: 0,
-    };
+    let mut session = Session::new(&ctx, peer);
     if !session.allowed_network && ctx.users.is_empty() {
         refuse(ctx.as_ref(), tcp, &session).await;
         return;
@@ -397,6 +390,32 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(ctx: &ServerCtx, stream: S, s
     let _ = io.stream.shutdown().await;
 }
 
+/// Awaits `input` for at most `timeout`; with `shutdown`, ends early with
+/// [`ReadEnd::Shutdown`] when the relay stops (at once if it already has).
+async fn within<T>(
+    input: impl std::future::Future<Output = io::Result<T>>,
+    timeout: Duration,
+    shutdown: Option<&mut watch::Receiver<bool>>,
+) -> Result<T, ReadEnd> {
+    let bounded = async {
+        match tokio::time::timeout(timeout, input).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ReadEnd::Io(e)),
+            Err(_) => Err(ReadEnd::Timeout),
+        }
+    };
+    match shutdown {
+        Some(rx) if *rx.borrow() => Err(ReadEnd::Shutdown),
+        Some(rx) => {
+            tokio::select! {
+                r = bounded => r,
+                _ = rx.wait_for(|stop| *stop) => Err(ReadEnd::Shutdown),
+            }
+        }
+        None => bounded.await,
+    }
+}
+
 fn greeting(ctx: &ServerCtx) -> String {
     format!("220 {} ESMTP mailgate relay ready", ctx.cfg.hostname)
 }
@@ -413,20 +432,13 @@ async fn wait_for_command(ctx: &ServerCtx, io: &mut Io<TcpStream>, s: &Session) 
     let between_transactions = s.tx.is_none();
     let waited = {
         let stream = &io.stream;
-        let input = tokio::time::timeout(
+        let input = std::future::poll_fn(|cx| tcp_input_ready(stream, cx));
+        within(
+            input,
             COMMAND_TIMEOUT,
-            std::future::poll_fn(|cx| tcp_input_ready(stream, cx)),
-        );
-        tokio::select! {
-            r = input => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ReadEnd::Io(e)),
-                Err(_) => Err(ReadEnd::Timeout),
-            },
-            _ = shutdown.wait_for(|stop| *stop), if between_transactions => {
-                Err(ReadEnd::Shutdown)
-            }
-        }
+            between_transactions.then_some(&mut shutdown),
+        )
+        .await
     };
     match waited {
         Ok(()) => {
@@ -1108,20 +1120,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
 ) {
-    let ip = canonical_ip(peer.ip());
-    let mut session = Session {
-        peer,
-        ip,
-        allowed_network: ctx.cfg.allows(ip),
-        loopback: ip.is_loopback(),
-        tls: false,
-        helo: None,
-        esmtp: false,
-        user: None,
-        tx: None,
-        errors: 0,
-        auth_failures: 0,
-    };
+    let mut session = Session::new(ctx, peer);
     if !session.allowed_network && ctx.users.is_empty() {
         refuse(ctx, stream, &session).await;
         return;
